@@ -1,0 +1,39 @@
+# keymeta — the two commands a newcomer needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PROCESSES ?= web
+
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install run test lint unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## migrate, bootstrap demo data, start every process of the Procfile on ./var/
+	$(BIN)/keymeta db upgrade
+	$(BIN)/keymeta bootstrap --demo
+	$(BIN)/honcho start $(PROCESSES)
+
+lint: install
+	$(BIN)/ruff check --output-format concise .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: lint  ## the whole suite; pytest's "no tests collected" (exit 5) is a failure
+	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+bench: install
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

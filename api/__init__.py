@@ -1,0 +1,1 @@
+"""keymeta HTTP adapter (FastAPI): parsing, wiring, and turning outcomes into signed envelopes."""

@@ -1,0 +1,66 @@
+"""The FastAPI application factory: ``uvicorn --factory api.app:create_app``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy.exc import OperationalError
+from starlette.responses import JSONResponse
+
+from api import create_meta
+from api.request_id import RequestIdMiddleware
+from api.signed_response import EnvelopeSigner
+from domain.access import parse_network
+from domain.create_meta import CreateMetaService
+from domain.db import make_async_engine
+from domain.logs import configure_logging, get_logger
+from domain.master_key import load_master_key
+from domain.settings import Settings, get_settings
+from domain.signing_keys import GLOBAL_SCOPE, SignerStore
+
+log = get_logger("keymeta.api")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        master_key = load_master_key(settings)  # missing or malformed: refuse to start
+        engine = make_async_engine(settings)
+        store = SignerStore(master_key, settings.cache_ttl_seconds)
+        # Fail at start-up, not on the first request, when the key cannot be found or opened.
+        if await store.active(engine.connect, GLOBAL_SCOPE, time.monotonic()) is None:
+            await engine.dispose()
+            raise RuntimeError("no active global signing key: run 'keymeta bootstrap'")
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.trusted_proxies = tuple(parse_network(c) for c in settings.trusted_proxies)
+        app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds)
+        app.state.signer = EnvelopeSigner(store, engine.connect)
+        app.state.doorbell = getattr(app.state, "doorbell", None)
+        log.info("api.started", database=engine.dialect.name)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(create_meta.router)
+
+    @app.exception_handler(OperationalError)
+    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database.unavailable", error=str(exc.orig), path=request.url.path)
+        return JSONResponse({"error": "database unavailable, retry shortly"}, status_code=503,
+                            headers={"Retry-After": "1"})
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,53 @@
+"""POST /api/v1/create-license-key-meta."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
+from starlette.responses import Response
+
+from api.client_ip import client_ip
+from api.parsing import BodyRejected, parse_create_meta, read_body
+from domain.codes import Code
+from domain.create_meta import CreateMetaInput
+
+router = APIRouter()
+
+
+@router.post("/api/v1/create-license-key-meta")
+async def create_license_key_meta(request: Request) -> Response:
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    source_ip = client_ip(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    http_status = None
+    try:
+        body = await read_body(request)
+        params = await parse_create_meta(request, body)
+        values, errors = params.values, params.errors
+    except BodyRejected as rejected:
+        values, errors, http_status = {}, {"body": [rejected.reason]}, rejected.status
+
+    result = await state.create_meta.handle(CreateMetaInput(
+        api_key=values.get("api_key"),
+        license_key=values.get("license_key"),
+        identifier=values.get("identifier"),
+        key=values.get("key"),
+        value=values.get("value"),
+        source_ip=source_ip,
+        user_agent=request.headers.get("user-agent"),
+        request_id=request.scope["state"]["request_id"],
+        errors=errors,
+    ))
+    extras: dict[str, object] = {}
+    if result.meta_id is not None:
+        extras["meta_id"] = result.meta_id
+    if result.errors:
+        extras["errors"] = result.errors
+    response = await state.signer.respond(
+        result.code, result.signing_scope, extras=extras,
+        http_status=http_status if result.code is Code.INCORRECT_DATA else None,
+    )
+    if result.event_id is not None and state.doorbell is not None:
+        response.background = BackgroundTask(state.doorbell.ring, [result.event_id],
+                                             request.scope["state"]["request_id"])
+    return response

@@ -1,0 +1,1 @@
+"""keymeta domain: everything that is not an HTTP or Celery adapter."""

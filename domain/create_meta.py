@@ -1,0 +1,150 @@
+"""The write path of ``create-license-key-meta``: every SPEC §1 check in order, then one atomic write.
+
+Every request, accepted or refused, leaves exactly one outbox event (the audit trail's source);
+a 453 is the ``license_key_meta.created`` event itself, committed with the meta row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from domain.access import (
+    ApiKeyRecord,
+    BlockList,
+    api_key_digest,
+    check_access,
+    load_api_key,
+    load_blocklist,
+    parse_address,
+)
+from domain.codes import CREATE_META_CAPABILITY, Code
+from domain.license_meta import (
+    license_decision,
+    lookup_license,
+    meta_fields_decision,
+    write_meta,
+)
+from domain.models import utcnow
+from domain.outbox import META_CREATE_REFUSED, add_event_async
+from domain.signing_keys import GLOBAL_SCOPE
+from domain.ttl_cache import TtlCache
+
+USER_AGENT_MAX = 512
+
+
+def mask_license_key(license_key: str | None) -> str | None:
+    """Enough to recognise a key in an audit trail, never enough to use it."""
+    if not license_key:
+        return None
+    if len(license_key) <= 8:
+        return "*" * len(license_key)
+    return f"{license_key[:4]}…{license_key[-4:]}"
+
+
+@dataclass(frozen=True)
+class CreateMetaInput:
+    api_key: str | None
+    license_key: str | None
+    identifier: str | None
+    key: str | None
+    value: str | None
+    source_ip: str | None
+    user_agent: str | None
+    request_id: str
+    # Parse or field-limit problems found by the adapter: the request is refused with 901.
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CreateMetaResult:
+    code: Code
+    signing_scope: str
+    meta_id: int | None = None
+    event_id: int | None = None
+    errors: dict[str, list[str]] = field(default_factory=dict)
+
+
+class CreateMetaService:
+    def __init__(self, engine: AsyncEngine, cache_ttl_seconds: float) -> None:
+        self.engine = engine
+        self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
+        self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[AsyncConnection]:
+        # PostgreSQL: autocommit, every write is a single atomic statement (no BEGIN/COMMIT trips).
+        # SQLite: one BEGIN IMMEDIATE transaction per request (see domain.db) so writers queue.
+        if self._postgres:
+            async with self.engine.connect() as conn:
+                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+        else:
+            async with self.engine.begin() as conn:
+                yield conn
+
+    async def handle(self, request: CreateMetaInput) -> CreateMetaResult:
+        now = utcnow()
+        context: dict[str, Any] = {
+            "api_key_id": None,
+            "source_ip": request.source_ip,
+            "user_agent": (request.user_agent or "")[:USER_AGENT_MAX] or None,
+            "identifier": request.identifier,
+            "license_key_masked": mask_license_key(request.license_key),
+            "meta_key": request.key,
+            "product_id": None,
+        }
+        async with self._connection() as conn:
+            if request.errors:
+                return await self._refuse(conn, request, context, Code.INCORRECT_DATA, GLOBAL_SCOPE, now,
+                                          errors=request.errors)
+
+            key_record = None
+            if request.api_key is not None:
+                digest = api_key_digest(request.api_key)
+                key_record = await self._api_keys.get(digest, lambda: load_api_key(conn, digest))
+            if key_record is not None:
+                context["api_key_id"] = key_record.id
+            blocklist = await self._blocklist.get("all", lambda: load_blocklist(conn))
+            identifier = request.identifier
+            refusal = check_access(key_record, CREATE_META_CAPABILITY, parse_address(request.source_ip),
+                                   identifier, blocklist, now)
+            if refusal is None and identifier is None:
+                refusal = Code.IDENTIFIER_REQUIRED
+            if refusal is not None or identifier is None:
+                return await self._refuse(conn, request, context, refusal or Code.IDENTIFIER_REQUIRED,
+                                          GLOBAL_SCOPE, now)
+
+            view = None
+            if request.license_key is not None:
+                view = await lookup_license(conn, request.license_key, identifier)
+            if view is None:
+                return await self._refuse(conn, request, context, Code.INVALID_LICENSE_KEY, GLOBAL_SCOPE, now)
+            context["product_id"] = view.product_id
+            refusal = license_decision(view, now) or meta_fields_decision(request.key, request.value)
+            if refusal is not None or request.key is None or request.value is None:
+                return await self._refuse(conn, request, context, refusal or Code.META_KEY_REQUIRED,
+                                          view.signing_scope, now)
+
+            written = await write_meta(
+                conn, license_key_id=view.id, key=request.key, value=request.value, identifier=identifier,
+                payload=context, request_id=request.request_id, now=now,
+            )
+            return CreateMetaResult(code=written.code, signing_scope=view.signing_scope,
+                                    meta_id=written.meta_id, event_id=written.event_id)
+
+    async def _refuse(self, conn: AsyncConnection, request: CreateMetaInput, context: dict[str, Any],
+                      code: Code, scope: str, now: dt.datetime,
+                      errors: dict[str, list[str]] | None = None) -> CreateMetaResult:
+        event_id = await add_event_async(conn, META_CREATE_REFUSED, context, request_id=request.request_id,
+                                         outcome_code=int(code), now=now)
+        return CreateMetaResult(code=code, signing_scope=scope, event_id=event_id, errors=errors or {})
+
+    def invalidate_caches(self) -> None:
+        self._api_keys.invalidate()
+        self._blocklist.invalidate()

@@ -1,0 +1,76 @@
+"""Configuration from ``KEYMETA_*`` environment variables (and an optional ``.env``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CidrList = Annotated[list[str], NoDecode]
+
+
+def _split_cidrs(value: object) -> list[str]:
+    if value is None or value == "":
+        return []
+    items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+    cidrs = []
+    for item in items:
+        text = str(item).strip()
+        if text:
+            cidrs.append(str(ipaddress.ip_network(text, strict=False)))
+    return cidrs
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KEYMETA_", env_file=".env", extra="ignore")
+
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    master_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    trusted_proxies: CidrList = Field(default_factory=list)
+    webhook_allowed_cidrs: CidrList = Field(default_factory=list)
+    key_rotation_days: int = Field(default=90, ge=1)
+    key_overlap_seconds: int = Field(default=172800, ge=0)
+    key_size: int = 2048
+    # In-process caches of API keys, the block list and signing keys: how stale they may be.
+    cache_ttl_seconds: float = Field(default=5.0, ge=0)
+    # The doorbell must never hold up a response: bounded publish time.
+    doorbell_timeout_seconds: float = Field(default=1.0, gt=0)
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+
+    @field_validator("trusted_proxies", "webhook_allowed_cidrs", mode="before")
+    @classmethod
+    def _parse_cidrs(cls, value: object) -> list[str]:
+        return _split_cidrs(value)
+
+    @field_validator("key_size")
+    @classmethod
+    def _check_key_size(cls, value: int) -> int:
+        if value not in (2048, 3072, 4096):
+            raise ValueError("KEYMETA_KEY_SIZE must be 2048, 3072 or 4096")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.var_dir / 'keymeta.db').resolve()}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.var_dir / "broker").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

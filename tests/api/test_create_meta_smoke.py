@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import base64
+import json
+
+from sqlalchemy import select
+
+from domain.db import unit_of_work
+from domain.models import LicenseKeyMeta, SigningKey
+from domain.verify import verify_envelope
+
+
+def _public_keys() -> dict[str, str]:
+    with unit_of_work() as session:
+        return {row.kid: row.public_pem for row in session.scalars(select(SigningKey))}
+
+
+def test_created_then_exists_with_signed_envelopes(client, world) -> None:
+    form = world.form(key="test-key", value="test value")
+    first = client.post("/api/v1/create-license-key-meta", data=form)
+    assert first.status_code == 200
+    body = first.json()
+    assert body["response"]["code"] == 453
+    assert body["response"]["message"] == "Metadata created"
+    assert list(body["response"]) == ["code", "message", "meta_id", "timestamp"]
+    assert body["private_key_used"] == "global"
+    assert verify_envelope(first.content, _public_keys()) == first.headers["x-signature-key-id"]
+    assert json.loads(base64.b64decode(body["response_base64"])) == body["response"]
+    assert first.headers["x-request-id"]
+
+    second = client.post("/api/v1/create-license-key-meta", data=form)
+    assert second.json()["response"]["code"] == 452
+    with unit_of_work() as session:
+        rows = session.scalars(select(LicenseKeyMeta).where(LicenseKeyMeta.key == "test-key",
+                                                            LicenseKeyMeta.identifier == world.identifier)).all()
+    assert [row.id for row in rows] == [body["response"]["meta_id"]]

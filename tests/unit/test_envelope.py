@@ -1,0 +1,59 @@
+"""Golden tests: the vendor's published responses, byte for byte."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from domain.envelope import encode_response, php_json, response_object
+from domain.signing import Signer, generate_private_key, public_pem
+from domain.verify import EnvelopeInvalid, verify_envelope
+from tests.conftest import FIXTURES
+
+EXAMPLES = json.loads((FIXTURES / "vendor-examples.json").read_text())["examples"]
+VENDOR_KEY = (FIXTURES / "vendor-public-key.pem").read_text()
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["name"] for e in EXAMPLES])
+def test_encoder_rebuilds_vendor_response_base64_byte_for_byte(example: dict) -> None:
+    body = example["body"]
+    assert encode_response(body["response"]) == body["response_base64"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["name"] for e in EXAMPLES])
+def test_vendor_signature_verifies_with_vendor_public_key(example: dict) -> None:
+    assert verify_envelope(example["body"], {"vendor": VENDOR_KEY}) == "vendor"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["name"] for e in EXAMPLES])
+def test_tampered_vendor_response_is_rejected(example: dict) -> None:
+    body = dict(example["body"])
+    body["response"] = {**body["response"], "code": 999}
+    with pytest.raises(EnvelopeInvalid, match="does not match"):
+        verify_envelope(body, {"vendor": VENDOR_KEY})
+    forged = dict(example["body"])
+    forged["response_base64"] = encode_response({**example["body"]["response"], "code": 999})
+    forged.pop("response")
+    with pytest.raises(EnvelopeInvalid, match="no known key"):
+        verify_envelope(forged, {"vendor": VENDOR_KEY})
+
+
+def test_php_json_escapes_slashes_and_non_ascii_like_php() -> None:
+    assert php_json({"a": "x/y", "b": "é€😀"}) == '{"a":"x\\/y","b":"\\u00e9\\u20ac\\ud83d\\ude00"}'
+
+
+def test_response_object_orders_code_message_extras_timestamp_last() -> None:
+    obj = response_object(453, "Metadata created", {"meta_id": 7}, timestamp=1)
+    assert list(obj) == ["code", "message", "meta_id", "timestamp"]
+
+
+def test_own_signature_round_trip_and_wrong_key() -> None:
+    key, other = generate_private_key(), generate_private_key()
+    encoded = encode_response(response_object(453, "Metadata created", {"meta_id": 1}, timestamp=5))
+    envelope = {"response": json.loads(base64.b64decode(encoded)), "response_base64": encoded,
+                "signature": Signer("k1", key).sign(encoded), "private_key_used": "global"}
+    assert verify_envelope(json.dumps(envelope), {"k1": public_pem(key.public_key())}) == "k1"
+    with pytest.raises(EnvelopeInvalid):
+        verify_envelope(envelope, {"k2": public_pem(other.public_key())})

@@ -1,0 +1,1 @@
+"""keymeta Celery adapter: the app, queues and routes, beat schedule, and thin task wrappers."""
