@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(default=5.0, ge=0)
     # The doorbell must never hold up a response: bounded publish time.
     doorbell_timeout_seconds: float = Field(default=1.0, gt=0)
+    # Prefix of every queue name: lets several deployments (or parallel test runs) share a broker.
+    queue_prefix: str = ""
+    # The sweeper re-rings outbox events not consumed after this many seconds.
+    sweep_grace_seconds: float = Field(default=5.0, ge=0)
+    sweep_interval_seconds: float = Field(default=2.0, gt=0)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 

@@ -1,0 +1,36 @@
+"""Task names and queues: the contract between producers (API, sweeper) and workers.
+
+Producers send by *name*; neither side imports the other. One queue per concern, so operators scale and
+isolate them separately (a slow webhook consumer never delays the audit log).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+AUDIT_RECORD = "audit.record"  # args: (event_ids: list[int])
+WEBHOOKS_FAN_OUT = "webhooks.fan_out"  # args: (event_ids: list[int])
+WEBHOOKS_DELIVER = "webhooks.deliver"  # args: (delivery_ids: list[int])
+KEYS_ADVANCE = "keys.advance"  # args: ()
+SWEEP_OUTBOX = "sweep.outbox"  # args: ()
+
+QUEUES = ("audit", "webhooks", "keys", "sweep")
+
+
+def queue_for(task_name: str) -> str:
+    """``"concern.verb"`` runs on the queue of its concern."""
+    concern = task_name.split(".", 1)[0]
+    if concern not in QUEUES:
+        raise ValueError(f"task {task_name!r} has no queue")
+    return concern
+
+
+def queue_name(queue: str, prefix: str) -> str:
+    """Physical queue name; a prefix lets several deployments (or test runs) share one broker."""
+    return f"{prefix}{queue}"
+
+
+class Doorbell(Protocol):
+    """Says "these rows are ready now". Best effort by design: the sweeper re-rings what it misses."""
+
+    def ring(self, task_name: str, ids: list[int], request_id: str | None = None) -> None: ...
