@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
-PROCESSES ?= web
+PROCESSES ?= web worker-audit worker-webhooks worker-keys beat
 
 export PATH := $(abspath $(BIN)):$(PATH)
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
 from api import create_meta
+from api.doorbell import make_doorbell
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
 from domain.access import parse_network
@@ -42,11 +43,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.trusted_proxies = tuple(parse_network(c) for c in settings.trusted_proxies)
         app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds)
         app.state.signer = EnvelopeSigner(store, engine.connect)
-        app.state.doorbell = getattr(app.state, "doorbell", None)
+        app.state.doorbell = make_doorbell(settings)
         log.info("api.started", database=engine.dialect.name)
         try:
             yield
         finally:
+            app.state.doorbell.close()
             await engine.dispose()
 
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from api.client_ip import client_ip
 from api.parsing import BodyRejected, parse_create_meta, read_body
 from domain.codes import Code
 from domain.create_meta import CreateMetaInput
+from domain.tasks import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
 router = APIRouter()
 
@@ -47,7 +47,10 @@ async def create_license_key_meta(request: Request) -> Response:
         result.code, result.signing_scope, extras=extras,
         http_status=http_status if result.code is Code.INCORRECT_DATA else None,
     )
-    if result.event_id is not None and state.doorbell is not None:
-        response.background = BackgroundTask(state.doorbell.ring, [result.event_id],
-                                             request.scope["state"]["request_id"])
+    if result.event_id is not None:
+        # Committed already; ringing only queues in memory, so the response never waits on the broker.
+        request_id = request.scope["state"]["request_id"]
+        state.doorbell.ring(AUDIT_RECORD, [result.event_id], request_id)
+        if result.code is Code.META_CREATED:
+            state.doorbell.ring(WEBHOOKS_FAN_OUT, [result.event_id], request_id)
     return response

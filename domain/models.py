@@ -173,7 +173,10 @@ class OutboxEvent(Base):
     """Follow-up work, written in the transaction of the change that caused it (the ledger)."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (Index("ix_outbox_events_pending_audit", "audited_at", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_events_pending_audit", "audited_at", "id"),
+        Index("ix_outbox_events_pending_fan_out", "fanned_out_at", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
@@ -186,3 +189,29 @@ class OutboxEvent(Base):
     # Consumption marks, one per consumer; the sweeper re-rings rows still NULL after a grace period.
     audited_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     fanned_out_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditRecord(Base):
+    """One link of the audit hash chain: ``hash = sha256(prev_hash || canonical(record))``."""
+
+    __tablename__ = "audit_records"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # position in the chain, set under the lock
+    event_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)  # idempotency key
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    occurred_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    action: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # "ok", or "failed" for a poison event
+    outcome_code: Mapped[int | None] = mapped_column(Integer)
+    actor_api_key_id: Mapped[int | None] = mapped_column(BigInteger)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(512))
+    product_id: Mapped[int | None] = mapped_column(BigInteger)
+    license_key_masked: Mapped[str | None] = mapped_column(String(32))
+    identifier: Mapped[str | None] = mapped_column(String(255))
+    meta_key: Mapped[str | None] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

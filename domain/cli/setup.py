@@ -77,10 +77,15 @@ def _bootstrap_demo() -> dict[str, Any]:
         for old in api_keys.active_keys_named(session, DEMO_API_KEY_NAME):
             api_keys.deactivate_api_key(session, old.id)
         issued = api_keys.create_api_key(session, name=DEMO_API_KEY_NAME)
+        settings = get_settings()
         return {
             "api_key": issued.secret,
             "api_key_id": issued.row.id,
             "product_id": product.id,
             "license_key": license_row.key,
             "identifier": DEMO_IDENTIFIER,
+            # Ready to paste once `make run` is up; a fresh meta key each time, so it answers 453.
+            "try": (f"curl -s -X POST http://{settings.host}:{settings.port}/api/v1/create-license-key-meta"
+                    f" -d api_key={issued.secret} -d license_key={license_row.key}"
+                    f' -d identifier={DEMO_IDENTIFIER} -d "key=demo-$(date +%s)" -d "value=hello"'),
         }

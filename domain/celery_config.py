@@ -1,0 +1,55 @@
+"""Celery configuration as plain data, shared by the producer in the API and by the workers.
+
+No Celery import here (the dependency rule): adapters do ``Celery().config_from_object(celery_config(s))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from domain.settings import Settings
+from domain.tasks import QUEUES, queue_for, queue_name
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    url = settings.effective_broker_url
+    if url.startswith("filesystem://"):
+        # The embedded default: message files under ./var/broker, no server. It cannot redeliver a message
+        # a killed worker had taken; the outbox ledger and the sweeper make that harmless.
+        folder = settings.broker_dir / "messages"
+        processed = settings.broker_dir / "processed"
+        folder.mkdir(parents=True, exist_ok=True)
+        processed.mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder), "data_folder_out": str(folder),
+                "processed_folder": str(processed), "store_processed": False}
+    if url.startswith(("redis://", "rediss://")):
+        # Unacked messages come back after this long; keep it above the longest task.
+        return {"visibility_timeout": 3600}
+    return {}
+
+
+def route_for(settings: Settings, task_name: str) -> str:
+    return queue_name(queue_for(task_name), settings.queue_prefix)
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_transport_options": broker_transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 2.0,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # Tasks are idempotent (keyed by the rows they work on), so redelivery is safe: ack after work.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": queue_name("sweep", settings.queue_prefix),
+        "task_create_missing_queues": True,
+        "task_queue_names": [queue_name(q, settings.queue_prefix) for q in QUEUES],
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "beat_schedule_filename": str((settings.var_dir / "celerybeat-schedule").resolve()),
+    }
