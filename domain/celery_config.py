@@ -20,8 +20,10 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         processed = settings.broker_dir / "processed"
         folder.mkdir(parents=True, exist_ok=True)
         processed.mkdir(parents=True, exist_ok=True)
+        control = settings.broker_dir / "control"  # broadcast (remote control) messages
+        control.mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder), "data_folder_out": str(folder),
-                "processed_folder": str(processed), "store_processed": False}
+                "processed_folder": str(processed), "store_processed": False, "control_folder": str(control)}
     if url.startswith(("redis://", "rediss://")):
         # Unacked messages come back after this long; keep it above the longest task.
         return {"visibility_timeout": 3600}
