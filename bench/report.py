@@ -1,0 +1,96 @@
+"""One table (or one JSON document) for both targets, their ratio and the consistency checks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.probe import ProbeResult
+from bench.wrk import WrkResult
+
+TARGET_RATIO = 0.5
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    name: str
+    wrk: WrkResult
+    probe: ProbeResult
+    db_rows: int | None = None  # create-meta only: meta rows written by the measured run
+    server_survived: bool = True  # uvicorn was still running when wrk finished
+
+
+@dataclass
+class BenchReport:
+    config: dict[str, Any]
+    api: TargetRun
+    ceiling: TargetRun
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.api.wrk.rps / self.ceiling.wrk.rps if self.ceiling.wrk.rps else 0.0
+
+    def check(self) -> None:
+        """Collect every reason not to trust the numbers."""
+        connections = int(self.config["connections"])
+        for run in (self.api, self.ceiling):
+            if not run.server_survived:
+                self.problems.append(f"{run.name}: uvicorn exited during the run (killed from outside?)")
+            if not run.probe.ok:
+                self.problems.append(f"{run.name}: signature probe failed: {'; '.join(run.probe.problems)}")
+            if run.wrk.error_count:
+                self.problems.append(f"{run.name}: {run.wrk.error_count} errors {run.wrk.errors}")
+            not_created = run.wrk.responses.get("452", 0) + run.wrk.responses.get("other", 0)
+            if not_created:
+                self.problems.append(f"{run.name}: {not_created} responses were not 453 {run.wrk.responses}")
+        counted, rows = self.api.wrk.responses.get("453", 0), self.api.db_rows
+        # wrk stops counting at the deadline while up to one request per connection is still in flight.
+        if rows is None or not counted <= rows <= counted + connections:
+            self.problems.append(f"create-meta: {rows} meta rows in the database, {counted} 453 responses counted")
+
+
+def _row(run: TargetRun) -> dict[str, Any]:
+    return {
+        "requests_per_second": round(run.wrk.rps, 1),
+        "requests": run.wrk.requests,
+        "latency_ms": {k: round(v, 2) for k, v in run.wrk.latency_ms.items()},
+        "errors": run.wrk.error_count,
+        "error_detail": run.wrk.errors,
+        "responses": run.wrk.responses,
+        "signatures_verified": f"{run.probe.verified}/{run.probe.checked}",
+        **({"db_meta_rows": run.db_rows} if run.db_rows is not None else {}),
+    }
+
+
+def to_json(report: BenchReport) -> str:
+    return json.dumps({
+        "config": report.config,
+        "create_meta": _row(report.api),
+        "ceiling": _row(report.ceiling),
+        "ratio": round(report.ratio, 3),
+        "target_ratio": TARGET_RATIO,
+        "ok": not report.problems,
+        "problems": report.problems,
+    }, indent=2)
+
+
+def to_table(report: BenchReport) -> str:
+    c = report.config
+    lines = [
+        f"keymeta bench: {c['backend']}, {c['workers']} uvicorn workers, wrk {c['connections']} connections / "
+        f"{c['threads']} threads / {c['duration']}",
+        f"{'target':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'453s':>8} {'signatures':>11}",
+    ]
+    for run in (report.api, report.ceiling):
+        w = run.wrk
+        lines.append(f"{run.name:<12} {w.rps:>9.1f} {w.latency_ms['p50']:>8.1f} {w.latency_ms['p99']:>8.1f} "
+                     f"{w.error_count:>7} {w.responses.get('453', 0):>8} "
+                     f"{run.probe.verified:>5}/{run.probe.checked:<5}")
+    verdict = "meets" if report.ratio >= TARGET_RATIO else "below"
+    lines.append(f"ratio create-meta/ceiling: {report.ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    lines.append(f"database meta rows: {report.api.db_rows}, 453 responses counted by wrk: "
+                 f"{report.api.wrk.responses.get('453', 0)}")
+    lines.extend(f"PROBLEM: {p}" for p in report.problems)
+    return "\n".join(lines)

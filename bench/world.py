@@ -1,0 +1,122 @@
+"""A fresh, migrated database with a signing key and the data one create-meta request needs."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from domain import api_keys, catalog
+from domain.db import make_sync_engine
+from domain.master_key import decode_master_key
+from domain.migrate import upgrade_to_head
+from domain.models import LicenseKeyMeta, SigningKey
+from domain.settings import Settings
+from domain.signing_keys import GLOBAL_SCOPE, create_signing_key
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class BenchWorld:
+    settings: Settings
+    api_key: str
+    license_key: str
+    identifier: str
+    public_keys: dict[str, str]  # kid -> PEM, what a client verifies envelopes with
+
+    def env(self) -> dict[str, str]:
+        """The KEYMETA_* variables every child process gets."""
+        return {
+            "KEYMETA_DATABASE_URL": self.settings.database_url,
+            "KEYMETA_MASTER_KEY": self.settings.master_key,
+            "KEYMETA_VAR_DIR": str(self.settings.var_dir),
+            "KEYMETA_LOG_LEVEL": "WARNING",
+        }
+
+    def form(self, key: str, value: str = "bench value") -> dict[str, str]:
+        return {"api_key": self.api_key, "license_key": self.license_key, "identifier": self.identifier,
+                "key": key, "value": value}
+
+    def count_meta(self, key_prefix: str) -> int:
+        """Meta rows whose key starts with ``key_prefix`` (the prefix must hold no LIKE wildcards)."""
+        engine = make_sync_engine(self.settings)
+        try:
+            with engine.connect() as conn:
+                stmt = select(func.count()).select_from(LicenseKeyMeta).where(
+                    LicenseKeyMeta.key.like(f"{key_prefix}%"))
+                return int(conn.scalar(stmt) or 0)
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def _postgres_database(admin_url: str) -> Iterator[str]:
+    admin = make_url(admin_url).set(drivername="postgresql")
+    dsn = admin.render_as_string(hide_password=False)
+    name = f"keymeta_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_url(backend: str, postgres_admin_url: str, temp_dir: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{temp_dir / 'keymeta.db'}"
+    elif backend == "postgres":
+        with _postgres_database(postgres_admin_url) as url:
+            yield url
+    else:
+        raise ValueError(f"unknown backend {backend!r}")
+
+
+def _bootstrap(settings: Settings) -> BenchWorld:
+    engine = make_sync_engine(settings)
+    try:
+        upgrade_to_head(engine)
+        master_key = decode_master_key(settings.master_key)
+        suffix = uuid.uuid4().hex[:10].upper()
+        identifier = f"bench-{suffix.lower()}.example"
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            create_signing_key(session, master_key, GLOBAL_SCOPE, key_size=settings.key_size)
+            product = catalog.create_product(session, name=f"bench product {suffix}")
+            license_row = catalog.create_license_key(session, product_id=product.id, key=f"BENCH-{suffix}",
+                                                     status="assigned")
+            catalog.activate(session, license_key=license_row.key, identifier=identifier)
+            issued = api_keys.create_api_key(session, name=f"bench {suffix}")
+        with Session(engine) as session:
+            public_keys = {row.kid: row.public_pem for row in session.scalars(select(SigningKey))}
+    finally:
+        engine.dispose()
+    return BenchWorld(settings=settings, api_key=issued.secret, license_key=license_row.key,
+                      identifier=identifier, public_keys=public_keys)
+
+
+@contextmanager
+def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL) -> Iterator[BenchWorld]:
+    """Temp dir + fresh database (dropped afterwards), migrated and bootstrapped."""
+    with tempfile.TemporaryDirectory(prefix="keymeta-bench-") as tmp:
+        temp_dir = Path(tmp)
+        with database_url(backend, postgres_admin_url, temp_dir) as url:
+            settings = Settings(
+                database_url=url,
+                master_key=base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
+                var_dir=temp_dir / "var",
+                log_level="WARNING",
+            )
+            yield _bootstrap(settings)

@@ -1,0 +1,99 @@
+"""The pure parts of ``python -m bench``: wrk output parsing, the Lua script, the checks, the ceiling app."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from bench import ceiling_app
+from bench.probe import ProbeResult
+from bench.report import BenchReport, TargetRun, to_json, to_table
+from bench.wrk import RESULT_MARK, lua_script, parse_seconds, parse_wrk_output
+from domain.signing import generate_private_key, private_pem, public_pem, thumbprint
+from domain.verify import verify_envelope
+
+WRK_STDOUT = """Running 10s test @ http://127.0.0.1:40123/api/v1/create-license-key-meta
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    26.12ms   10.01ms 190.33ms   80.00%
+    Req/Sec     1.22k   150.00     1.50k    70.00%
+  24400 requests in 10.00s, 12.10MB read
+Requests/sec:   2440.00
+Transfer/sec:      1.21MB
+BENCH_RESULT {"requests":24400,"duration_us":10000000,"bytes":12687654,\
+"errors":{"connect":0,"read":0,"write":0,"status":3,"timeout":1},\
+"latency_us":{"p50":24000,"p90":38000,"p99":65000,"max":190330,"mean":26120},\
+"responses":{"2xx":24397,"453":24390,"452":0,"other":10}}
+"""
+
+
+def test_parse_wrk_output() -> None:
+    result = parse_wrk_output(WRK_STDOUT)
+    assert result.requests == 24400
+    assert result.rps == pytest.approx(2440.0)
+    assert result.latency_ms["p50"] == pytest.approx(24.0)
+    assert result.latency_ms["p99"] == pytest.approx(65.0)
+    assert result.error_count == 4
+    assert result.responses["453"] == 24390
+
+
+def test_parse_wrk_output_without_result_line() -> None:
+    with pytest.raises(ValueError, match="no result line"):
+        parse_wrk_output("Running 10s test @ http://127.0.0.1:1/\n")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("10s", 10.0), ("2m", 120.0), ("500ms", 0.5), ("3", 3.0)])
+def test_parse_seconds(text: str, seconds: float) -> None:
+    assert parse_seconds(text) == seconds
+
+
+def test_lua_script_makes_every_key_unique() -> None:
+    form = {"api_key": "km_a/b+c", "license_key": "LK-1", "identifier": "x.example", "key": "k", "value": "v w"}
+    script = lua_script(form, "m1a2b-")
+    assert 'local static_body = "api_key=km_a%2Fb%2Bc&license_key=LK-1&identifier=x.example&value=v+w"' in script
+    assert '"&key=" .. key_prefix .. tid .. "-" .. sent' in script
+    assert RESULT_MARK in script
+    with pytest.raises(ValueError):
+        lua_script(form, 'bad"prefix%')
+
+
+def _run(name: str, stdout: str, rows: int | None, probe_ok: bool = True) -> TargetRun:
+    probe = ProbeResult(checked=3, verified=3 if probe_ok else 2, problems=[] if probe_ok else ["signature"])
+    return TargetRun(name=name, wrk=parse_wrk_output(stdout), probe=probe, db_rows=rows)
+
+
+def test_report_checks_and_ratio() -> None:
+    clean = WRK_STDOUT.replace('"status":3,"timeout":1', '"status":0,"timeout":0').replace('"other":10', '"other":0')
+    ceiling = clean.replace('"requests":24400', '"requests":48800')
+    config = {"backend": "postgres", "workers": 2, "connections": 64, "threads": 2, "duration": "10s"}
+
+    good = BenchReport(config=config, api=_run("create-meta", clean, 24390 + 64),
+                       ceiling=_run("ceiling", ceiling, None))
+    good.check()
+    assert good.problems == []
+    assert good.ratio == pytest.approx(0.5)
+    assert "ratio create-meta/ceiling: 0.50" in to_table(good)
+    assert '"ok": true' in to_json(good)
+
+    bad = BenchReport(config=config, api=_run("create-meta", WRK_STDOUT, 24390 + 65),
+                      ceiling=_run("ceiling", ceiling, None, probe_ok=False))
+    bad.check()
+    assert len(bad.problems) == 4  # errors, non-453 bodies, row count, probe
+
+
+def test_ceiling_app_signs_verifiable_envelopes(tmp_path, monkeypatch) -> None:
+    key = generate_private_key(2048)
+    key_file = tmp_path / "ceiling.pem"
+    key_file.write_bytes(private_pem(key))
+    monkeypatch.setenv(ceiling_app.KEY_FILE_ENV, str(key_file))
+    kid = thumbprint(key.public_key())
+    with TestClient(ceiling_app.create_app()) as client:
+        replies = [client.post(ceiling_app.PATH, data={"key": f"k{i}", "value": "v"}) for i in range(2)]
+    for n, reply in enumerate(replies, start=1):
+        assert reply.status_code == 200
+        body = reply.json()
+        assert body["response"]["code"] == 453
+        assert body["response"]["meta_id"] == n
+        assert list(body["response"]) == ["code", "message", "meta_id", "timestamp"]
+        assert verify_envelope(reply.content, {kid: public_pem(key.public_key())}) == kid
+        assert reply.headers["x-signature-key-id"] == kid
