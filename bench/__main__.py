@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench import ceiling_app
+from bench.cpu import CpuMeter, process_tree
 from bench.probe import probe
 from bench.report import BenchReport, TargetRun, to_json, to_table
 from bench.server import API_FACTORY, CEILING_FACTORY, running_app
@@ -49,7 +50,8 @@ def say(message: str) -> None:
 
 def measure(name: str, factory: str, env: Mapping[str, str], world: BenchWorld, public_keys: Mapping[str, str],
             args: argparse.Namespace, wrk: str, work_dir: Path, run_id: str,
-            count_rows: Callable[[str], int] | None = None) -> TargetRun:
+            count_rows: Callable[[str], int] | None = None,
+            db_pids: Callable[[], set[int]] = set) -> TargetRun:
     measured_prefix = f"m{run_id}-"
     scripts = {}
     for label, prefix in (("warmup", f"w{run_id}-"), ("measured", measured_prefix)):
@@ -64,11 +66,16 @@ def measure(name: str, factory: str, env: Mapping[str, str], world: BenchWorld, 
             say(f"{name}: warm-up {args.warmup}")
             run_wrk(wrk, url, scripts["warmup"], duration=args.warmup, **options)
         say(f"{name}: measuring {args.duration}")
+        app_cpu, db_cpu = CpuMeter(lambda: process_tree(app.proc.pid)), CpuMeter(db_pids)
+        app_cpu.start()
+        db_cpu.start()
         result = run_wrk(wrk, url, scripts["measured"], duration=args.duration, **options)
+        cpu = (app_cpu.stop(), db_cpu.stop())
         survived = app.alive
     # The server has stopped gracefully: every request it accepted has finished writing.
     rows = count_rows(measured_prefix) if count_rows else None
-    return TargetRun(name=name, wrk=result, probe=checked, db_rows=rows, server_survived=survived)
+    return TargetRun(name=name, wrk=result, probe=checked, db_rows=rows, server_survived=survived,
+                     app_cpu_s=cpu[0], db_cpu_s=cpu[1])
 
 
 def run(args: argparse.Namespace, wrk: str) -> BenchReport:
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace, wrk: str) -> BenchReport:
     with prepared_world(args.backend, postgres_url) as world, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         work_dir = Path(tmp)
         api = measure("create-meta", API_FACTORY, world.env(), world, world.public_keys, args, wrk, work_dir,
-                      run_id, count_rows=world.count_meta)
+                      run_id, count_rows=world.count_meta, db_pids=world.backend_pids)
         ceiling_key = generate_private_key(2048)
         key_file = work_dir / "ceiling.pem"
         key_file.write_bytes(private_pem(ceiling_key))

@@ -19,6 +19,11 @@ class TargetRun:
     probe: ProbeResult
     db_rows: int | None = None  # create-meta only: meta rows written by the measured run
     server_survived: bool = True  # uvicorn was still running when wrk finished
+    app_cpu_s: float = 0.0  # CPU seconds of the uvicorn processes during the measured run
+    db_cpu_s: float = 0.0  # CPU seconds of the (local) PostgreSQL backends serving the bench database
+
+    def cpu_ms_per_request(self, seconds: float) -> float:
+        return 1000 * seconds / self.wrk.requests if self.wrk.requests else 0.0
 
 
 @dataclass
@@ -31,6 +36,13 @@ class BenchReport:
     @property
     def ratio(self) -> float:
         return self.api.wrk.rps / self.ceiling.wrk.rps if self.ceiling.wrk.rps else 0.0
+
+    @property
+    def cpu_ratio(self) -> float:
+        """Ceiling CPU per request / create-meta (app + db) CPU per request: what the req/s ratio would be on
+        a box doing nothing else, less noisy than req/s when it is busy (wrk's own CPU left out)."""
+        api = self.api.cpu_ms_per_request(self.api.app_cpu_s + self.api.db_cpu_s)
+        return self.ceiling.cpu_ms_per_request(self.ceiling.app_cpu_s) / api if api else 0.0
 
     def check(self) -> None:
         """Collect every reason not to trust the numbers."""
@@ -60,6 +72,8 @@ def _row(run: TargetRun) -> dict[str, Any]:
         "error_detail": run.wrk.errors,
         "responses": run.wrk.responses,
         "signatures_verified": f"{run.probe.verified}/{run.probe.checked}",
+        "app_cpu_ms_per_request": round(run.cpu_ms_per_request(run.app_cpu_s), 3),
+        "db_cpu_ms_per_request": round(run.cpu_ms_per_request(run.db_cpu_s), 3),
         **({"db_meta_rows": run.db_rows} if run.db_rows is not None else {}),
     }
 
@@ -70,6 +84,7 @@ def to_json(report: BenchReport) -> str:
         "create_meta": _row(report.api),
         "ceiling": _row(report.ceiling),
         "ratio": round(report.ratio, 3),
+        "cpu_ratio": round(report.cpu_ratio, 3),
         "target_ratio": TARGET_RATIO,
         "ok": not report.problems,
         "problems": report.problems,
@@ -81,15 +96,18 @@ def to_table(report: BenchReport) -> str:
     lines = [
         f"keymeta bench: {c['backend']}, {c['workers']} uvicorn workers, wrk {c['connections']} connections / "
         f"{c['threads']} threads / {c['duration']}",
-        f"{'target':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'453s':>8} {'signatures':>11}",
+        f"{'target':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'453s':>8} {'signatures':>11} "
+        f"{'CPU ms/req: app':>16} {'db':>5}",
     ]
     for run in (report.api, report.ceiling):
         w = run.wrk
         lines.append(f"{run.name:<12} {w.rps:>9.1f} {w.latency_ms['p50']:>8.1f} {w.latency_ms['p99']:>8.1f} "
                      f"{w.error_count:>7} {w.responses.get('453', 0):>8} "
-                     f"{run.probe.verified:>5}/{run.probe.checked:<5}")
+                     f"{run.probe.verified:>5}/{run.probe.checked:<5} "
+                     f"{run.cpu_ms_per_request(run.app_cpu_s):>16.2f} {run.cpu_ms_per_request(run.db_cpu_s):>5.2f}")
     verdict = "meets" if report.ratio >= TARGET_RATIO else "below"
-    lines.append(f"ratio create-meta/ceiling: {report.ratio:.2f} ({verdict} the {TARGET_RATIO} target)")
+    lines.append(f"ratio create-meta/ceiling: {report.ratio:.2f} ({verdict} the {TARGET_RATIO} target); "
+                 f"by CPU per request: {report.cpu_ratio:.2f}")
     lines.append(f"database meta rows: {report.api.db_rows}, 453 responses counted by wrk: "
                  f"{report.api.wrk.responses.get('453', 0)}")
     lines.extend(f"PROBLEM: {p}" for p in report.problems)

@@ -48,6 +48,18 @@ class BenchWorld:
         return {"api_key": self.api_key, "license_key": self.license_key, "identifier": self.identifier,
                 "key": key, "value": value}
 
+    def backend_pids(self) -> set[int]:
+        """PostgreSQL server processes serving this database (their CPU is part of the cost); none for SQLite."""
+        url = make_url(self.settings.database_url)
+        if url.get_backend_name() != "postgresql":
+            return set()
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()").fetchall()
+        # Only processes of a local server are ours to measure.
+        return {int(row[0]) for row in rows if _command(int(row[0])) == "postgres"}
+
     def count_meta(self, key_prefix: str) -> int:
         """Meta rows whose key starts with ``key_prefix`` (the prefix must hold no LIKE wildcards)."""
         engine = make_sync_engine(self.settings)
@@ -58,6 +70,13 @@ class BenchWorld:
                 return int(conn.scalar(stmt) or 0)
         finally:
             engine.dispose()
+
+
+def _command(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 @contextmanager

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from starlette.testclient import TestClient
 
 from bench import ceiling_app
+from bench.cpu import CpuMeter, cpu_seconds, process_tree
 from bench.probe import ProbeResult
 from bench.report import BenchReport, TargetRun, to_json, to_table
 from bench.wrk import RESULT_MARK, lua_script, parse_seconds, parse_wrk_output
@@ -57,9 +60,9 @@ def test_lua_script_makes_every_key_unique() -> None:
         lua_script(form, 'bad"prefix%')
 
 
-def _run(name: str, stdout: str, rows: int | None, probe_ok: bool = True) -> TargetRun:
+def _run(name: str, stdout: str, rows: int | None, probe_ok: bool = True, cpu_s: float = 0.0) -> TargetRun:
     probe = ProbeResult(checked=3, verified=3 if probe_ok else 2, problems=[] if probe_ok else ["signature"])
-    return TargetRun(name=name, wrk=parse_wrk_output(stdout), probe=probe, db_rows=rows)
+    return TargetRun(name=name, wrk=parse_wrk_output(stdout), probe=probe, db_rows=rows, app_cpu_s=cpu_s)
 
 
 def test_report_checks_and_ratio() -> None:
@@ -67,11 +70,12 @@ def test_report_checks_and_ratio() -> None:
     ceiling = clean.replace('"requests":24400', '"requests":48800')
     config = {"backend": "postgres", "workers": 2, "connections": 64, "threads": 2, "duration": "10s"}
 
-    good = BenchReport(config=config, api=_run("create-meta", clean, 24390 + 64),
-                       ceiling=_run("ceiling", ceiling, None))
+    good = BenchReport(config=config, api=_run("create-meta", clean, 24390 + 64, cpu_s=24.4),
+                       ceiling=_run("ceiling", ceiling, None, cpu_s=24.4))
     good.check()
     assert good.problems == []
     assert good.ratio == pytest.approx(0.5)
+    assert good.cpu_ratio == pytest.approx(0.5)  # 1 ms of CPU per create-meta request, 0.5 ms per ceiling one
     assert "ratio create-meta/ceiling: 0.50" in to_table(good)
     assert '"ok": true' in to_json(good)
 
@@ -97,3 +101,12 @@ def test_ceiling_app_signs_verifiable_envelopes(tmp_path, monkeypatch) -> None:
         assert list(body["response"]) == ["code", "message", "meta_id", "timestamp"]
         assert verify_envelope(reply.content, {kid: public_pem(key.public_key())}) == kid
         assert reply.headers["x-signature-key-id"] == kid
+
+
+def test_cpu_meter_counts_this_process() -> None:
+    assert os.getpid() in process_tree(os.getppid())
+    meter = CpuMeter(lambda: [os.getpid()])
+    meter.start()
+    sum(i * i for i in range(300_000))
+    assert meter.stop() >= 0.0
+    assert cpu_seconds(os.getpid()) > 0.0
