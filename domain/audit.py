@@ -184,7 +184,8 @@ def verify_chain(session: Session, batch: int = 5000) -> tuple[int, ChainBreak |
         for row in rows:
             fields = {name: getattr(row, name) for name in HASHED_FIELDS}
             if row.seq != expected_seq:
-                return checked, ChainBreak(row.seq, row.id, f"expected seq {expected_seq}: a record is missing")
+                return checked, ChainBreak(expected_seq, row.id,
+                                           f"record seq {expected_seq} is missing (next is seq {row.seq})")
             if row.prev_hash != prev_hash:
                 return checked, ChainBreak(row.seq, row.id, "prev_hash does not match the previous record")
             if chain_hash(prev_hash, fields) != row.hash:

@@ -23,7 +23,9 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         control = settings.broker_dir / "control"  # broadcast (remote control) messages
         control.mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder), "data_folder_out": str(folder),
-                "processed_folder": str(processed), "store_processed": False, "control_folder": str(control)}
+                "processed_folder": str(processed), "store_processed": False, "control_folder": str(control),
+                # A server-less transport can only poll; 1 s (kombu's default) caps a worker at ~1 msg/s.
+                "polling_interval": 0.05}
     if url.startswith(("redis://", "rediss://")):
         # Unacked messages come back after this long; keep it above the longest task.
         return {"visibility_timeout": 3600}
@@ -35,6 +37,7 @@ def route_for(settings: Settings, task_name: str) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
+    settings.var_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
     return {
         "broker_url": settings.effective_broker_url,
         "broker_transport_options": broker_transport_options(settings),
@@ -47,6 +50,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Tasks are idempotent (keyed by the rows they work on), so redelivery is safe: ack after work.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # On a lost broker connection, stop tasks that can no longer be acked; they are redelivered (and
+        # idempotent), rather than finishing work whose ack is bound to fail.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": queue_name("sweep", settings.queue_prefix),
         "task_create_missing_queues": True,

@@ -36,6 +36,22 @@ class Settings(BaseSettings):
     port: int = 8000
     trusted_proxies: CidrList = Field(default_factory=list)
     webhook_allowed_cidrs: CidrList = Field(default_factory=list)
+    # Webhook delivery (domain/webhooks). Retry delays after each failed attempt, in seconds (±20 % jitter).
+    webhook_retry_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0])
+    webhook_retry_jitter: float = Field(default=0.2, ge=0, lt=1)
+    webhook_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_read_timeout_seconds: float = Field(default=15.0, gt=0)
+    webhook_total_timeout_seconds: float = Field(default=30.0, gt=0)  # whole attempt, slow-loris cap
+    webhook_response_excerpt_bytes: int = Field(default=2048, ge=0, le=65536)
+    webhook_retry_after_max_seconds: float = Field(default=86400.0, ge=0)
+    webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)  # failing continuously
+    webhook_secret_overlap_seconds: float = Field(default=86400.0, ge=0)  # old secret still signs
+    webhook_lease_seconds: float = Field(default=120.0, gt=0)  # an in-progress claim expires after this
+    webhook_rering_seconds: float = Field(default=60.0, gt=0)  # the sweeper re-rings a due delivery
+    webhook_sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    webhook_sweep_batch: int = Field(default=1000, ge=1)
+    webhook_send_threads: int = Field(default=16, ge=1, le=256)  # parallel sends within one task
     key_rotation_days: int = Field(default=90, ge=1)
     key_overlap_seconds: int = Field(default=172800, ge=0)
     key_size: int = 2048
@@ -55,6 +71,15 @@ class Settings(BaseSettings):
     @classmethod
     def _parse_cidrs(cls, value: object) -> list[str]:
         return _split_cidrs(value)
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> list[float]:
+        items = value.split(",") if isinstance(value, str) else list(value)  # type: ignore[call-overload]
+        delays = [float(str(item).strip()) for item in items if str(item).strip()]
+        if not delays or any(delay < 0 for delay in delays):
+            raise ValueError("KEYMETA_WEBHOOK_RETRY_SCHEDULE must be comma-separated non-negative seconds")
+        return delays
 
     @field_validator("key_size")
     @classmethod

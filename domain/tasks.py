@@ -13,6 +13,7 @@ WEBHOOKS_FAN_OUT = "webhooks.fan_out"  # args: (event_ids: list[int])
 WEBHOOKS_DELIVER = "webhooks.deliver"  # args: (delivery_ids: list[int])
 KEYS_ADVANCE = "keys.advance"  # args: ()
 SWEEP_OUTBOX = "sweep.outbox"  # args: ()
+SWEEP_DELIVERIES = "sweep.deliveries"  # args: () — rings webhooks.deliver for due delivery rows
 
 QUEUES = ("audit", "webhooks", "keys", "sweep")
 

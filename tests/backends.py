@@ -36,3 +36,30 @@ def fresh_postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _reachable(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=3):
+            return True
+    except OSError:
+        return False
+
+
+def check_servers(require_all: bool) -> list[str]:
+    """Problems with the configured servers (and, when ``require_all``, with missing configuration)."""
+    problems = []
+    for variable, url, default_port in (("KEYMETA_TEST_POSTGRES_URL", POSTGRES_URL, 5432),
+                                        ("KEYMETA_TEST_RABBITMQ_URL", RABBITMQ_URL, 5672),
+                                        ("KEYMETA_TEST_REDIS_URL", REDIS_URL, 6379)):
+        if not url:
+            if require_all:
+                problems.append(f"{variable} is not set")
+            continue
+        parsed = make_url(url.replace("amqp://", "postgresql://", 1).replace("redis://", "postgresql://", 1))
+        host, port = parsed.host or "127.0.0.1", parsed.port or default_port
+        if not _reachable(host, port):
+            problems.append(f"{variable} points at {host}:{port}, which does not answer")
+    return problems

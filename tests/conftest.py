@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import secrets
 import uuid
 from collections.abc import Iterator
@@ -16,9 +17,16 @@ from domain.master_key import load_master_key
 from domain.migrate import upgrade_to_head
 from domain.settings import Settings, get_settings
 from domain.signing_keys import GLOBAL_SCOPE, active_key, create_signing_key
-from tests.backends import DATABASES, fresh_postgres_database
+from tests.backends import DATABASES, check_servers, fresh_postgres_database
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI every real server must be configured and reachable: fail the run, never skip."""
+    problems = check_servers(require_all=os.environ.get("CI") == "true")
+    if problems:
+        raise pytest.UsageError("real servers unavailable: " + "; ".join(problems))
 CLIENT_IP = "203.0.113.10"
 
 
@@ -37,16 +45,16 @@ def master_key_text() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
-@pytest.fixture
-def settings(database_url: str, master_key_text: str, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Environment-driven settings, as every process of keymeta reads them."""
+def configure(monkeypatch: pytest.MonkeyPatch, database_url: str, master_key_text: str, var_dir: Path,
+              **extra: str) -> Settings:
+    """Set KEYMETA_* in the environment (as every keymeta process reads it) and prepare the database."""
     env = {
         "KEYMETA_DATABASE_URL": database_url,
         "KEYMETA_MASTER_KEY": master_key_text,
-        "KEYMETA_VAR_DIR": str(tmp_path / "var"),
+        "KEYMETA_VAR_DIR": str(var_dir),
         "KEYMETA_CACHE_TTL_SECONDS": "0",
         "KEYMETA_LOG_FORMAT": "json",
+        **extra,
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -54,7 +62,14 @@ def settings(database_url: str, master_key_text: str, tmp_path: Path,
     reset_engines()
     current = get_settings()
     _prepare_database(current)
-    yield current
+    return current
+
+
+@pytest.fixture
+def settings(database_url: str, master_key_text: str, tmp_path: Path,
+             monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Environment-driven settings on the session's database (SQLite, and PostgreSQL when configured)."""
+    yield configure(monkeypatch, database_url, master_key_text, tmp_path / "var")
     reset_engines()
     get_settings.cache_clear()
 

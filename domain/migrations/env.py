@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import domain.webhooks.models  # noqa: F401 - registers the webhook tables for autogenerate
 from domain.db import make_sync_engine, sync_url
 from domain.models import Base
 from domain.settings import get_settings

@@ -1,0 +1,224 @@
+"""Admin API for webhook endpoints: ``/api/v1/webhook-endpoints`` (plain JSON, not the signed envelope).
+
+Guarded by an API key with the ``manage-webhooks`` capability (``Authorization: Bearer`` or ``X-API-Key``),
+checked like the create-meta key (digest lookup, active, expiry, allowed CIDRs, IP block list).
+401: no/unknown/inactive key; 403: key lacks the capability or may not be used from this address;
+404: unknown id; 409: duplicate endpoint; 422: refused input.
+Database work runs in the thread pool over the same domain services as the CLI (the request owns the
+transaction), so the event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from api.client_ip import client_ip
+from domain.access import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
+from domain.api_keys import MANAGE_WEBHOOKS_CAPABILITY
+from domain.codes import Code
+from domain.db import unit_of_work
+from domain.master_key import load_master_key
+from domain.models import utcnow
+from domain.tasks import WEBHOOKS_DELIVER
+from domain.webhooks import endpoints, replay, ssrf
+from domain.webhooks.audit_events import Actor
+from domain.webhooks.models import DELIVERY_STATUSES
+
+router = APIRouter(prefix="/api/v1/webhook-endpoints", tags=["webhooks"])
+T = TypeVar("T")
+
+
+def api_error(status: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
+    """Plain JSON ``{"detail": message}``, like FastAPI's own 422s."""
+    return HTTPException(status_code=status, detail=message, headers=headers)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    api_key = request.headers.get("x-api-key", "").strip()
+    return api_key or None
+
+
+async def admin_actor(request: Request) -> Actor:
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    source_ip = client_ip(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    secret = _bearer(request)
+    async with state.engine.connect() as conn:
+        key = await load_api_key(conn, api_key_digest(secret)) if secret else None
+        blocklist = await load_blocklist(conn)
+    refusal = check_access(key, MANAGE_WEBHOOKS_CAPABILITY, parse_address(source_ip), None, blocklist, utcnow())
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if refusal in (Code.INVALID_API_KEY, Code.INACTIVE_API_KEY):
+        raise api_error(401, "a valid, active API key is required (Authorization: Bearer or X-API-Key)", challenge)
+    if refusal is Code.MISSING_CAPABILITY:
+        raise api_error(403, f"this API key lacks the {MANAGE_WEBHOOKS_CAPABILITY!r} capability")
+    if refusal is not None:
+        raise api_error(403, "this API key can't be used from this address")
+    assert key is not None
+    return Actor("api", api_key_id=key.id, source_ip=source_ip, request_id=request.scope["state"]["request_id"])
+
+
+AdminActor = Annotated[Actor, Depends(admin_actor)]
+
+
+async def in_transaction(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(session, *args)`` in one transaction, off the event loop; domain errors become HTTP errors."""
+    def run() -> T:
+        with unit_of_work() as session:
+            return work(session, *args)
+
+    try:
+        return await run_in_threadpool(run)
+    except replay.DeliveryNotFound as exc:
+        raise api_error(404, str(exc)) from exc
+    except endpoints.EndpointNotFound as exc:
+        raise api_error(404, str(exc)) from exc
+    except endpoints.DuplicateEndpoint as exc:
+        raise api_error(409, str(exc)) from exc
+    except endpoints.EndpointError as exc:
+        raise api_error(422, str(exc)) from exc
+
+
+def _allowed(request: Request) -> tuple[ssrf.Network, ...]:
+    return ssrf.parse_allowed(request.app.state.settings.webhook_allowed_cidrs)
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def _ring(request: Request, delivery_ids: list[int], actor: Actor) -> None:
+    doorbell = getattr(request.app.state, "doorbell", None)
+    if doorbell is not None and delivery_ids:
+        doorbell.ring(WEBHOOKS_DELIVER, delivery_ids, actor.request_id)
+
+
+class EndpointIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=endpoints.MAX_URL_LENGTH)
+    event_types: list[str] | None = Field(default=None, max_length=50)
+    enabled: bool = True
+
+
+class EndpointPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = Field(default=None, max_length=endpoints.MAX_URL_LENGTH)
+    event_types: list[str] | None = Field(default=None, max_length=50)
+    enabled: bool | None = None
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overlap_seconds: float | None = Field(default=None, ge=0, le=30 * 86400)
+
+
+class ReplaySinceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    since: dt.datetime
+    until: dt.datetime | None = None
+
+
+@router.get("")
+async def list_endpoints(actor: AdminActor) -> dict[str, Any]:
+    rows = await in_transaction(lambda s: [endpoints.view(r) for r in endpoints.list_endpoints(s)])
+    return {"endpoints": rows}
+
+
+@router.post("", status_code=201)
+async def create_endpoint(body: EndpointIn, request: Request, actor: AdminActor) -> dict[str, Any]:
+    master_key = load_master_key(request.app.state.settings)
+    allowed = _allowed(request)
+
+    def work(session: Any) -> dict[str, Any]:
+        created = endpoints.create_endpoint(session, url=body.url, event_types=body.event_types,
+                                            master_key=master_key, allowed=allowed, actor=actor,
+                                            enabled=body.enabled)
+        return {**endpoints.view(created.endpoint), "secret": created.secret}
+
+    return await in_transaction(work)
+
+
+@router.get("/{endpoint_id}")
+async def get_endpoint(endpoint_id: int, actor: AdminActor) -> dict[str, Any]:
+    return await in_transaction(lambda s: endpoints.view(endpoints.get_endpoint(s, endpoint_id)))
+
+
+@router.patch("/{endpoint_id}")
+async def update_endpoint(endpoint_id: int, body: EndpointPatch, request: Request,
+                          actor: AdminActor) -> dict[str, Any]:
+    allowed = _allowed(request)
+
+    def work(session: Any) -> dict[str, Any]:
+        row = endpoints.update_endpoint(session, endpoint_id, actor=actor, allowed=allowed, url=body.url,
+                                        event_types=body.event_types, enabled=body.enabled)
+        return endpoints.view(row)
+
+    return await in_transaction(work)
+
+
+@router.delete("/{endpoint_id}", status_code=204)
+async def delete_endpoint(endpoint_id: int, actor: AdminActor) -> Response:
+    await in_transaction(lambda s: endpoints.delete_endpoint(s, endpoint_id, actor))
+    return Response(status_code=204)
+
+
+@router.post("/{endpoint_id}/rotate-secret")
+async def rotate_secret(endpoint_id: int, request: Request, actor: AdminActor,
+                        body: RotateIn | None = None) -> dict[str, Any]:
+    settings = request.app.state.settings
+    master_key = load_master_key(settings)
+    overlap = settings.webhook_secret_overlap_seconds if body is None or body.overlap_seconds is None \
+        else body.overlap_seconds
+
+    def work(session: Any) -> dict[str, Any]:
+        rotated = endpoints.rotate_secret(session, endpoint_id, master_key=master_key, overlap_seconds=overlap,
+                                          actor=actor)
+        return {**endpoints.view(rotated.endpoint), "secret": rotated.secret}
+
+    return await in_transaction(work)
+
+
+@router.get("/{endpoint_id}/deliveries")
+async def list_deliveries(endpoint_id: int, actor: AdminActor,
+                          status: Annotated[str | None, Query(pattern="|".join(DELIVERY_STATUSES))] = None,
+                          limit: Annotated[int, Query(ge=1, le=replay.MAX_LIST)] = 50,
+                          before_id: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    rows = await in_transaction(lambda s: replay.list_deliveries(
+        s, endpoint_id=endpoint_id, status=status, limit=limit, before_id=before_id))
+    return {"deliveries": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+
+
+@router.post("/{endpoint_id}/deliveries/{delivery_id}/replay", status_code=202)
+async def replay_delivery(endpoint_id: int, delivery_id: int, request: Request, actor: AdminActor) -> dict[str, Any]:
+    def work(session: Any) -> dict[str, Any]:
+        row = replay.replay_delivery(session, delivery_id, actor, endpoint_id=endpoint_id)
+        replay.mark_rung(session, [row.id])
+        return replay.delivery_view(row)
+
+    view = await in_transaction(work)
+    _ring(request, [view["id"]], actor)
+    return view
+
+
+@router.post("/{endpoint_id}/replay", status_code=202)
+async def replay_since(endpoint_id: int, body: ReplaySinceIn, request: Request, actor: AdminActor) -> dict[str, Any]:
+    def work(session: Any) -> list[int]:
+        ids = replay.replay_since(session, _utc(body.since), actor,
+                                  until=_utc(body.until) if body.until else None, endpoint_id=endpoint_id)
+        replay.mark_rung(session, ids)
+        return ids
+
+    ids = await in_transaction(work)
+    _ring(request, ids, actor)
+    return {"replayed": ids, "count": len(ids)}

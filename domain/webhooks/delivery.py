@@ -1,0 +1,180 @@
+"""Delivering one row: claim (short transaction) → POST (no transaction) → record (short transaction).
+
+No transaction is ever open during the HTTP call. A claim is a lease: ``status = in_progress`` until
+``locked_until``; if the worker dies, the lease runs out, the sweeper re-rings the row and the next claim
+records the lost attempt. Only the holder of the current claim (``attempts == attempt_no``) may record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from domain.logs import get_logger
+from domain.master_key import MasterKeyError
+from domain.models import utcnow
+from domain.webhooks import audit_events, endpoints, transport
+from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.webhooks.policy import FAILED, PENDING, SUCCEEDED, RetryPolicy, decide
+from domain.webhooks.signatures import signature_header
+
+log = get_logger("keymeta.webhooks")
+
+
+@dataclass(frozen=True)
+class Claim:
+    delivery_id: int
+    endpoint_id: int
+    attempt_no: int
+    url: str
+    msg_id: str
+    body: bytes
+    secrets: list[str]
+    error: str | None = None  # set when the attempt cannot even be made (e.g. the secret cannot be opened)
+
+
+def _due(now: dt.datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now),
+        and_(WebhookDelivery.status == "in_progress", WebhookDelivery.locked_until < now),
+    )
+
+
+def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, lease_seconds: float,
+          parallel: int = 1, attempt_seconds: float = 0.0, now: dt.datetime | None = None) -> list[Claim]:
+    """Take the due rows among ``delivery_ids``; rows not due, done, or claimed by another worker are skipped.
+
+    The caller sends ``parallel`` at a time, each taking at most ``attempt_seconds``: the n-th claim's lease
+    also covers its wait in that queue.
+    """
+    now = now or utcnow()
+    rows = list(session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.id.in_(list(delivery_ids)), _due(now))
+        .order_by(WebhookDelivery.id).with_for_update(skip_locked=True)
+    ))
+    if not rows:
+        return []
+    by_id = {e.id: e for e in session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.endpoint_id for r in rows})))}
+    claims: list[Claim] = []
+    for row in rows:
+        endpoint = by_id.get(row.endpoint_id)
+        if row.status == "in_progress":
+            session.add(WebhookAttempt(
+                delivery_id=row.id, attempt_no=row.attempts, started_at=row.updated_at, duration_ms=0,
+                outcome="lost", error="the worker was lost during this attempt (lease expired); outcome unknown"))
+        if endpoint is None or not endpoint.enabled:
+            row.status, row.completed_at, row.updated_at = "cancelled", now, now
+            row.locked_until = row.next_attempt_at = None
+            row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
+            continue
+        error = None
+        try:
+            signing = endpoints.signing_secrets(endpoint, master_key, now)
+        except MasterKeyError as exc:
+            signing, error = [], f"cannot sign: {exc}"
+        lease = lease_seconds + (len(claims) // max(parallel, 1)) * attempt_seconds
+        row.attempts += 1
+        row.status, row.locked_until, row.updated_at = "in_progress", now + dt.timedelta(seconds=lease), now
+        claims.append(Claim(delivery_id=row.id, endpoint_id=row.endpoint_id, attempt_no=row.attempts,
+                            url=endpoint.url, msg_id=row.msg_id, body=row.body.encode("utf-8"),
+                            secrets=signing, error=error))
+    session.flush()
+    return claims
+
+
+def headers_for(claim_: Claim, timestamp: int) -> dict[str, str]:
+    """SPEC §2 headers; ``webhook-timestamp`` is this attempt's time, ``webhook-id`` never changes."""
+    return {"webhook-id": claim_.msg_id, "webhook-timestamp": str(timestamp),
+            "webhook-signature": signature_header(claim_.secrets, claim_.msg_id, timestamp, claim_.body)}
+
+
+def send(claim_: Claim, limits: transport.SendLimits) -> transport.SendResult:
+    """The HTTP attempt. Call outside any transaction."""
+    if claim_.error is not None:
+        return transport.SendResult(started_at=utcnow(), duration_ms=0, error=claim_.error)
+    return transport.post(claim_.url, headers_for(claim_, int(time.time())), claim_.body, limits)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    delivery_id: int
+    status: str  # succeeded | pending | failed | stale
+    audit_event_ids: list[int]
+
+
+def record(session: Session, claim_: Claim, result: transport.SendResult, policy: RetryPolicy,
+           now: dt.datetime | None = None) -> Recorded:
+    now = now or utcnow()
+    row = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id == claim_.delivery_id)
+                          .with_for_update()).first()
+    if row is None or row.status != "in_progress" or row.attempts != claim_.attempt_no:
+        # The lease ran out and someone else took over (or the endpoint was deleted): not ours to record.
+        log.warning("webhooks.stale_attempt", delivery_id=claim_.delivery_id, attempt_no=claim_.attempt_no)
+        return Recorded(claim_.delivery_id, "stale", [])
+    session.add(WebhookAttempt(
+        delivery_id=row.id, attempt_no=claim_.attempt_no, started_at=result.started_at,
+        duration_ms=result.duration_ms, outcome="success" if result.ok else "failure",
+        status_code=result.status_code, address=result.address, error=result.error,
+        response_excerpt=result.excerpt, response_truncated=result.truncated))
+    row.last_status_code, row.last_error, row.updated_at = result.status_code, result.error, now
+    row.locked_until = None
+    audit_ids: list[int] = []
+    if result.ok:
+        row.status, row.completed_at, row.next_attempt_at = SUCCEEDED, now, None
+        # Conditional writes: the endpoint row is only touched when its failure streak changes.
+        session.execute(update(WebhookEndpoint)
+                        .where(WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.failing_since.is_not(None))
+                        .values(failing_since=None))
+        session.flush()
+        return Recorded(row.id, SUCCEEDED, audit_ids)
+
+    session.execute(update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.failing_since.is_(None))
+                    .values(failing_since=result.started_at))
+    endpoint = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
+                               .execution_options(populate_existing=True)).first()
+    decision = decide(result, retry_step=row.retry_step,
+                      failing_since=endpoint.failing_since if endpoint else None, now=now, policy=policy)
+    row.retry_step += 1
+    if decision.status == PENDING:
+        row.status, row.next_attempt_at, row.rung_at = PENDING, decision.next_attempt_at, None
+    else:
+        row.status, row.completed_at, row.next_attempt_at = FAILED, now, None
+    if decision.disable_reason and endpoint is not None:
+        endpoint = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
+                                   .with_for_update()).one()
+        event_id = endpoints.disable(session, endpoint, decision.disable_reason, audit_events.POLICY, now)
+        if event_id is not None:
+            audit_ids.append(event_id)
+    if decision.exhausted:
+        audit_ids.append(audit_events.record(
+            session, audit_events.DELIVERY_EXHAUSTED, audit_events.POLICY, row.id,
+            {"endpoint_id": row.endpoint_id, "event_id": row.event_id, "msg_id": row.msg_id,
+             "attempts": row.attempts, "last_status_code": result.status_code, "last_error": result.error}))
+    session.flush()
+    return Recorded(row.id, decision.status, audit_ids)
+
+
+def sweep_due(session: Session, *, rering_seconds: float, limit: int, now: dt.datetime | None = None) -> list[int]:
+    """Due rows not rung since they became due (or not for ``rering_seconds``): ring these, after commit.
+
+    Retries are driven here, from ``next_attempt_at`` rows, never by broker ETAs or countdowns.
+    """
+    now = now or utcnow()
+    stale_ring = now - dt.timedelta(seconds=rering_seconds)
+    ids = list(session.scalars(
+        select(WebhookDelivery.id)
+        .where(_due(now), or_(WebhookDelivery.rung_at.is_(None), WebhookDelivery.rung_at <= stale_ring))
+        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ))
+    if ids:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(rung_at=now))
+    return ids

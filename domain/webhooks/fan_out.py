@@ -1,0 +1,132 @@
+"""Fan-out: one delivery row per (webhook event, subscribed enabled endpoint), then one message per row.
+
+Idempotent: the unique ``(event_id, endpoint_id)`` drops duplicates, and an event is marked
+``fanned_out_at`` in the same transaction, so a re-rung event is a no-op. Endpoints registered after an
+event was fanned out do not receive it (use replay for that).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from domain.logs import get_logger
+from domain.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcnow
+from domain.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.webhooks.endpoints import subscribes
+from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+log = get_logger("keymeta.webhooks")
+INSERT_CHUNK = 500
+# Payload keys that describe who/where for the audit trail, never sent to webhook consumers.
+AUDIT_ONLY_KEYS = frozenset({"actor", "detail", "api_key_id", "source_ip", "user_agent", "license_key_masked"})
+
+
+def iso_z(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_msg_id() -> str:
+    """The ``webhook-id``: random, stable for the delivery's life (the consumer's idempotency key)."""
+    return "msg_" + base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
+
+
+def encode_body(payload: dict[str, Any]) -> str:
+    """Compact JSON, ASCII only: the same bytes are signed and sent on every attempt."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
+
+
+def _meta_data(session: Session, meta_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    rows = session.execute(
+        select(LicenseKeyMeta, LicenseKey.key, LicenseKey.product_id)
+        .join(LicenseKey, LicenseKey.id == LicenseKeyMeta.license_key_id)
+        .where(LicenseKeyMeta.id.in_(meta_ids))
+    ).all()
+    return {
+        meta.id: {"meta_id": meta.id, "license_key": key, "product_id": product_id,
+                  "identifier": meta.identifier, "key": meta.key, "value": meta.value,
+                  "created_at": iso_z(meta.created_at)}
+        for meta, key, product_id in rows
+    }
+
+
+def _generic_data(event: OutboxEvent) -> dict[str, Any] | None:
+    """Other webhook event types (e.g. signing-key lifecycle) publish their payload minus audit context."""
+    if not isinstance(event.payload, dict):
+        return None
+    return {k: v for k, v in event.payload.items() if k not in AUDIT_ONLY_KEYS}
+
+
+def build_payloads(session: Session, events: Sequence[OutboxEvent]) -> dict[int, dict[str, Any]]:
+    """SPEC §2 payload per event id; events whose subject is gone get none."""
+    meta_ids = [e.subject_id for e in events if e.type == META_CREATED and e.subject_id is not None]
+    metas = _meta_data(session, meta_ids) if meta_ids else {}
+    payloads: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if event.type == META_CREATED:
+            data = metas.get(event.subject_id) if event.subject_id is not None else None
+        else:
+            data = _generic_data(event)
+        if data is None:
+            log.warning("webhooks.event_without_subject", event_id=event.id, type=event.type)
+            continue
+        payloads[event.id] = {"type": event.type, "timestamp": iso_z(event.created_at), "data": data}
+    return payloads
+
+
+def _insert_ignoring_duplicates(session: Session) -> Insert:
+    dialect = session.get_bind().dialect.name
+    module = postgresql if dialect == "postgresql" else sqlite
+    return module.insert(WebhookDelivery).on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"])
+
+
+@dataclass(frozen=True)
+class FanOutResult:
+    events: int  # events fanned out by this call
+    delivery_ids: list[int]  # new deliveries: ring webhooks.deliver for these after commit
+
+
+def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None = None) -> FanOutResult:
+    now = now or utcnow()
+    events = list(session.scalars(
+        select(OutboxEvent)
+        .where(OutboxEvent.id.in_(list(event_ids)), OutboxEvent.fanned_out_at.is_(None))
+        .order_by(OutboxEvent.id)
+        .with_for_update()
+    ))
+    if not events:
+        return FanOutResult(0, [])
+    webhook_events = [e for e in events if e.type in WEBHOOK_EVENT_TYPES]
+    endpoints = list(session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)))
+    payloads = build_payloads(session, webhook_events) if endpoints and webhook_events else {}
+    rows: list[dict[str, Any]] = []
+    for event in webhook_events:
+        payload = payloads.get(event.id)
+        if payload is None:
+            continue
+        body = encode_body(payload)
+        for endpoint in endpoints:
+            if subscribes(endpoint, event.type):
+                rows.append({"event_id": event.id, "endpoint_id": endpoint.id, "msg_id": new_msg_id(),
+                             "event_type": event.type, "body": body, "status": "pending", "attempts": 0,
+                             "retry_step": 0, "next_attempt_at": now, "rung_at": now,
+                             "created_at": now, "updated_at": now})
+    delivery_ids: list[int] = []
+    for start in range(0, len(rows), INSERT_CHUNK):
+        chunk = rows[start:start + INSERT_CHUNK]
+        inserted = session.scalars(_insert_ignoring_duplicates(session).values(chunk).returning(WebhookDelivery.id))
+        delivery_ids.extend(int(i) for i in inserted)
+    session.execute(update(OutboxEvent).where(OutboxEvent.id.in_([e.id for e in events]))
+                    .values(fanned_out_at=now))
+    session.flush()
+    return FanOutResult(len(events), delivery_ids)

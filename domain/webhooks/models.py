@@ -1,0 +1,101 @@
+"""Webhook rows: endpoints (with sealed secrets), one delivery per (event, endpoint), every attempt."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from domain.models import Base, BigId, UTCDateTime, utcnow
+
+DELIVERY_STATUSES = ("pending", "in_progress", "succeeded", "failed", "cancelled")
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: "disable 3" means one endpoint
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    # Sorted event types, or ["*"] for every webhook event type.
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    # sha256 of url + event types: the same URL with the same events is one endpoint, not two.
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(String(255))
+    disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # First failure of the current unbroken run of failures; NULL after any success.
+    failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # AES-GCM under the master key, context f"webhook:{id}:{version}".
+    secret_version: Mapped[int] = mapped_column(Integer, default=1)
+    secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One message to one endpoint. ``msg_id`` is the ``webhook-id`` header: the same on every attempt."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
+        CheckConstraint(
+            "status IN ('pending', 'in_progress', 'succeeded', 'failed', 'cancelled')",
+            name="ck_webhook_deliveries_status",
+        ),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
+        Index("ix_webhook_deliveries_created", "created_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # No foreign key: the body is copied at fan-out, so outbox rows may be pruned independently.
+    event_id: Mapped[int] = mapped_column(BigInteger)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    msg_id: Mapped[str] = mapped_column(String(64), unique=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent on every attempt
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts made, ever (numbers attempt rows)
+    retry_step: Mapped[int] = mapped_column(Integer, default=0)  # failures since created or replayed
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # lease of an in-progress claim
+    rung_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # last doorbell for the due attempt
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class WebhookAttempt(Base):
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt_no", name="uq_webhook_attempts_delivery_no"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    attempt_no: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | failure | lost
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(64))  # the vetted IP actually connected to
+    error: Mapped[str | None] = mapped_column(String(512))
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    response_truncated: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -1,0 +1,86 @@
+"""The transaction owner for webhook work, shared by the Celery tasks and the tests.
+
+Like a CLI command or a task, it opens the transactions (``unit_of_work``); the services it calls only
+flush. A delivery batch: one short claim transaction, the POSTs in parallel outside any transaction,
+then one short transaction per recorded attempt.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from domain.db import unit_of_work
+from domain.master_key import load_master_key
+from domain.settings import Settings, get_settings
+from domain.webhooks import delivery, fan_out, ssrf
+from domain.webhooks.policy import RetryPolicy
+from domain.webhooks.transport import SendLimits
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(schedule=tuple(settings.webhook_retry_schedule), jitter=settings.webhook_retry_jitter,
+                       retry_after_max=settings.webhook_retry_after_max_seconds,
+                       disable_after=settings.webhook_disable_after_seconds)
+
+
+def send_limits(settings: Settings) -> SendLimits:
+    return SendLimits(connect_timeout=settings.webhook_connect_timeout_seconds,
+                      read_timeout=settings.webhook_read_timeout_seconds,
+                      total_timeout=settings.webhook_total_timeout_seconds,
+                      excerpt_bytes=settings.webhook_response_excerpt_bytes,
+                      allowed=ssrf.parse_allowed(settings.webhook_allowed_cidrs))
+
+
+def fan_out_events(event_ids: Sequence[int]) -> list[int]:
+    """Delivery ids created (ring ``webhooks.deliver`` for them)."""
+    with unit_of_work() as session:
+        return fan_out.fan_out(session, event_ids).delivery_ids
+
+
+def sweep_deliveries(settings: Settings | None = None) -> list[int]:
+    """Delivery ids due now (ring ``webhooks.deliver`` for them)."""
+    settings = settings or get_settings()
+    with unit_of_work() as session:
+        return delivery.sweep_due(session, rering_seconds=settings.webhook_rering_seconds,
+                                  limit=settings.webhook_sweep_batch)
+
+
+@dataclass
+class DeliverReport:
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    audit_event_ids: list[int] = field(default_factory=list)  # ring ``audit.record`` for these
+
+
+def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> DeliverReport:
+    settings = settings or get_settings()
+    master_key = load_master_key(settings)
+    policy, limits = retry_policy(settings), send_limits(settings)
+    parallel = settings.webhook_send_threads
+    # An attempt lasts at most the total cap (plus DNS and the record transaction): the lease outlives it.
+    per_attempt = settings.webhook_total_timeout_seconds + settings.webhook_connect_timeout_seconds
+    with unit_of_work() as session:
+        claims = delivery.claim(session, delivery_ids, master_key=master_key,
+                                lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
+                                parallel=parallel, attempt_seconds=per_attempt)
+    report = DeliverReport(claimed=len(claims))
+    if not claims:
+        return report
+
+    def attempt(claim: delivery.Claim) -> delivery.Recorded:
+        result = delivery.send(claim, limits)  # no transaction open here
+        with unit_of_work() as session:
+            return delivery.record(session, claim, result, policy)
+
+    workers = min(len(claims), parallel)
+    if workers == 1:
+        recorded = [attempt(claims[0])]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="webhook-send") as pool:
+            recorded = list(pool.map(attempt, claims))
+    for item in recorded:
+        report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
+        report.audit_event_ids.extend(item.audit_event_ids)
+    return report

@@ -1,0 +1,93 @@
+"""Stacks of real servers and processes: the embedded default, PostgreSQL + RabbitMQ, PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from domain.db import reset_engines
+from domain.settings import get_settings
+from tests.backends import POSTGRES_URL, RABBITMQ_URL, REDIS_URL, fresh_postgres_database
+from tests.conftest import configure
+from tests.processes import Stack, TcpProxy
+
+EMBEDDED = pytest.param(("sqlite", "embedded"), id="embedded")
+REAL = ([pytest.param(("postgresql", "rabbitmq"), id="postgres-rabbitmq")] if POSTGRES_URL and RABBITMQ_URL else []) \
+    + ([pytest.param(("postgresql", "redis"), id="postgres-redis")] if POSTGRES_URL and REDIS_URL else [])
+ALL_STACKS = [EMBEDDED, *REAL]
+
+
+class BrokerStack(Stack):
+    proxy: TcpProxy | None = None
+
+
+def _broker_url(kind: str) -> str:
+    return {"rabbitmq": RABBITMQ_URL, "redis": REDIS_URL}[kind]
+
+
+def make_stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               master_key_text: str) -> Iterator[BrokerStack]:
+    database, broker = request.param
+    database_cm = fresh_postgres_database() if database == "postgresql" \
+        else nullcontext(f"sqlite:///{tmp_path / 'keymeta.db'}")
+    with database_cm as database_url:
+        extra = {"KEYMETA_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}_", "KEYMETA_SWEEP_GRACE_SECONDS": "1",
+                 "KEYMETA_SWEEP_INTERVAL_SECONDS": "0.5", "KEYMETA_LOG_LEVEL": "INFO"}
+        proxy = None
+        if broker != "embedded":
+            # Clients reach the broker through a proxy the fault tests can cut.
+            real = make_url(_broker_url(broker)) if broker == "rabbitmq" else None
+            url = _broker_url(broker)
+            host_port = (real.host, real.port or 5672) if real is not None else _redis_host_port(url)
+            proxy = TcpProxy(*host_port)
+            extra["KEYMETA_BROKER_URL"] = url.replace(f"{host_port[0]}:{host_port[1]}", f"127.0.0.1:{proxy.port}")
+        configure(monkeypatch, database_url, master_key_text, tmp_path / "var", **extra)
+        stack = BrokerStack(env=dict(os.environ), log_dir=tmp_path)
+        stack.proxy = proxy
+        try:
+            yield stack
+        finally:
+            stack.stop_all()
+            if proxy is not None:
+                proxy.close()
+            _delete_queues(broker, extra["KEYMETA_QUEUE_PREFIX"])
+            reset_engines()
+            get_settings.cache_clear()
+
+
+def _redis_host_port(url: str) -> tuple[str, int]:
+    rest = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = rest.partition(":")
+    return host, int(port or 6379)
+
+
+def _delete_queues(broker: str, prefix: str) -> None:
+    if broker == "embedded":
+        return
+    from kombu import Connection
+
+    with Connection(_broker_url(broker), connect_timeout=5) as conn:
+        channel = conn.channel()
+        for queue in ("audit", "webhooks", "keys", "sweep"):
+            try:
+                channel.queue_delete(prefix + queue)
+            except Exception:  # the queue may never have been declared
+                channel = conn.channel()
+
+
+@pytest.fixture(params=ALL_STACKS)
+def stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+          master_key_text: str) -> Iterator[BrokerStack]:
+    yield from make_stack(request, tmp_path, monkeypatch, master_key_text)
+
+
+@pytest.fixture(params=REAL)
+def real_stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               master_key_text: str) -> Iterator[BrokerStack]:
+    yield from make_stack(request, tmp_path, monkeypatch, master_key_text)

@@ -1,0 +1,65 @@
+"""Faults on real processes: nothing is lost when the broker, a worker or the API dies (exact counts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_world
+from tests.integration.helpers import assert_audit_complete, audit_count, cli, create_many
+from tests.processes import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_broker_outage_neither_fails_the_453_nor_loses_an_event(real_stack) -> None:
+    world = make_world()
+    real_stack.worker("audit", name="audit")
+    real_stack.worker("sweep", name="sweep")
+    real_stack.beat()
+    _, base = real_stack.api()
+    assert [r.json()["response"]["code"] for r in create_many(base, world, 3)] == [453] * 3
+    wait_until(lambda: audit_count() == 3, timeout=60, message="first records")
+
+    real_stack.proxy.cut()
+    during = create_many(base, world, 40)
+    assert [r.json()["response"]["code"] for r in during] == [453] * 40
+    assert audit_count() < 43  # the broker really was unreachable
+    real_stack.proxy.restore()
+
+    wait_until(lambda: audit_count() == 43, timeout=40, message="records after the broker returned")
+    assert_audit_complete(43)
+    assert cli("audit", "verify", env=real_stack.env).returncode == 0
+
+
+def test_worker_killed_while_draining_loses_nothing_and_duplicates_nothing(stack) -> None:
+    world = make_world()
+    _, base = stack.api()
+    total = 150
+    assert {r.json()["response"]["code"] for r in create_many(base, world, total)} == {453}
+
+    doomed = stack.worker("audit", name="doomed")
+    wait_until(lambda: audit_count() > 0, timeout=60, interval=0.02, message="draining to start")
+    doomed.kill()
+    assert audit_count() < total, "the worker was killed before it finished"
+
+    stack.worker("audit", name="audit")
+    stack.worker("sweep", name="sweep")
+    stack.beat()
+    wait_until(lambda: audit_count() == total, timeout=120, message="every record after the kill")
+    assert_audit_complete(total)
+
+
+def test_api_killed_before_ringing_is_covered_by_the_sweeper(real_stack) -> None:
+    world = make_world()
+    real_stack.worker("audit", name="audit")
+    real_stack.worker("sweep", name="sweep")
+    real_stack.beat()
+    api, base = real_stack.api()
+
+    real_stack.proxy.cut()  # the API cannot ring...
+    assert {r.json()["response"]["code"] for r in create_many(base, world, 10)} == {453}
+    api.kill()  # ...and dies with the bells unrung, right after the commits
+    real_stack.proxy.restore()
+
+    wait_until(lambda: audit_count() == 10, timeout=120, message="sweeper to deliver the events")
+    assert_audit_complete(10)

@@ -1,0 +1,134 @@
+"""Webhook tests: the real database (SQLite, and PostgreSQL when configured) and a real HTTP sink."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pytest
+from sqlalchemy import delete, func, select
+
+from domain.db import unit_of_work
+from domain.master_key import load_master_key
+from domain.models import LicenseKey, LicenseKeyMeta, OutboxEvent
+from domain.outbox import META_CREATED, add_event
+from domain.settings import Settings, get_settings
+from domain.webhooks import endpoints, ssrf
+from domain.webhooks.audit_events import CLI
+from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests.conftest import World, make_world
+from tests.webhooks.sink import Sink
+
+# Short everything: a whole retry schedule runs in under two seconds, and no test sleeps for real minutes.
+WEBHOOK_ENV = {
+    "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
+    "KEYMETA_WEBHOOK_RETRY_SCHEDULE": "0.2,0.5,1",
+    "KEYMETA_WEBHOOK_CONNECT_TIMEOUT_SECONDS": "1",
+    "KEYMETA_WEBHOOK_READ_TIMEOUT_SECONDS": "0.5",
+    "KEYMETA_WEBHOOK_TOTAL_TIMEOUT_SECONDS": "1.5",
+    "KEYMETA_WEBHOOK_LEASE_SECONDS": "5",
+    "KEYMETA_WEBHOOK_RERING_SECONDS": "1",
+}
+
+
+_first_event_id = 0
+T = TypeVar("T")
+
+
+@pytest.fixture
+def settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The suite's settings (tests/conftest.py) plus short webhook timings and loopback allow-listed."""
+    global _first_event_id
+    current = reconfigure(monkeypatch, **WEBHOOK_ENV)
+    with unit_of_work() as session:  # the database is shared by the session's tests: start clean
+        session.execute(delete(WebhookEndpoint))  # deliveries and attempts cascade
+        _first_event_id = (session.scalar(select(func.max(OutboxEvent.id))) or 0) + 1
+    yield current
+    get_settings.cache_clear()
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
+               message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+def reconfigure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    return get_settings()
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    server = Sink()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def master_key(settings: Settings) -> bytes:
+    return load_master_key(settings)
+
+
+@dataclass(frozen=True)
+class Registered:
+    id: int
+    secret: str
+    url: str
+
+
+def register(url: str, event_types: list[str] | None = None) -> Registered:
+    settings = get_settings()
+    with unit_of_work() as session:
+        created = endpoints.create_endpoint(session, url=url, event_types=event_types,
+                                            master_key=load_master_key(settings),
+                                            allowed=ssrf.parse_allowed(settings.webhook_allowed_cidrs), actor=CLI)
+        return Registered(created.endpoint.id, created.secret, created.endpoint.url)
+
+
+def meta_events(world: World, count: int = 1, value: str = "test value") -> list[int]:
+    """Meta rows and their ``license_key_meta.created`` outbox events, as the write path commits them."""
+    ids = []
+    with unit_of_work() as session:
+        license_id = session.scalar(select(LicenseKey.id).where(LicenseKey.key == world.license_key))
+        for _ in range(count):
+            meta = LicenseKeyMeta(license_key_id=license_id, key=f"k-{uuid.uuid4().hex[:10]}", value=value,
+                                  identifier=world.identifier)
+            session.add(meta)
+            session.flush()
+            ids.append(add_event(session, META_CREATED, {"api_key_id": world.api_key_id}, subject_id=meta.id))
+    return ids
+
+
+def deliveries(**where: object) -> list[WebhookDelivery]:
+    with unit_of_work() as session:
+        query = select(WebhookDelivery).order_by(WebhookDelivery.id)
+        for name, value in where.items():
+            query = query.where(getattr(WebhookDelivery, name) == value)
+        return list(session.scalars(query))
+
+
+def outbox_events(event_type: str, subject_id: int | None = None) -> list[OutboxEvent]:
+    """This test's outbox events of a type."""
+    with unit_of_work() as session:
+        query = select(OutboxEvent).where(OutboxEvent.type == event_type, OutboxEvent.id >= _first_event_id)
+        if subject_id is not None:
+            query = query.where(OutboxEvent.subject_id == subject_id)
+        return list(session.scalars(query))
+
+
+@pytest.fixture
+def world(settings: Settings) -> World:
+    return make_world()

@@ -1,0 +1,120 @@
+"""A real HTTP server on 127.0.0.1 that records webhook requests and answers from a per-path script."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int = 200
+    body: bytes = b"ok"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # before anything is sent
+    drip: float = 0.0  # > 0: send the status line byte by byte, this many seconds apart (slow loris)
+    stream_bytes: int = 0  # > 0: a body this large, streamed in 64 KiB chunks (huge response)
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = 256  # many concurrent senders: never drop a SYN (a dropped SYN costs 1 s)
+    daemon_threads = True
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self._scripts: dict[str, list[Reply]] = {}
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                path = self.path.split("?", 1)[0]
+                reply = sink._next(path)
+                with sink._lock:
+                    sink.received.append(Received(path, {k.lower(): v for k, v in self.headers.items()}, body,
+                                                  time.monotonic()))
+                with contextlib.suppress(OSError):  # the client gave up (timeouts, byte caps): the point of some
+                    sink._answer(self, reply)
+
+        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+    def on(self, path: str, *replies: Reply) -> str:
+        """Answer ``path`` with these replies in turn; the last one repeats."""
+        with self._lock:
+            self._scripts[path] = list(replies)
+        return self.url(path)
+
+    def _next(self, path: str) -> Reply:
+        with self._lock:
+            script = self._scripts.get(path)
+            if not script:
+                return Reply()
+            return script.pop(0) if len(script) > 1 else script[0]
+
+    def at(self, path: str) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if r.path == path]
+
+    @staticmethod
+    def _answer(handler: http.server.BaseHTTPRequestHandler, reply: Reply) -> None:
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.drip:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 10_000:
+                handler.wfile.write(bytes([byte]))
+                handler.wfile.flush()
+                time.sleep(reply.drip)
+            return
+        length = reply.stream_bytes or len(reply.body)
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        handler.send_header("Content-Length", str(length))
+        handler.end_headers()
+        if reply.stream_bytes:
+            chunk = b"x" * 65536
+            sent = 0
+            while sent < reply.stream_bytes:
+                handler.wfile.write(chunk)
+                sent += len(chunk)
+        else:
+            handler.wfile.write(reply.body)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    """A port nothing listens on (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

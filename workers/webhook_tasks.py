@@ -1,0 +1,66 @@
+"""webhooks.fan_out, webhooks.deliver and sweep.deliveries: thin wrappers over domain.webhooks.runner.
+
+Each is idempotent (status checks and unique constraints in the domain code), so acks_late redelivery
+is harmless. Retries live in the delivery rows (``next_attempt_at``), driven by sweep.deliveries, never by
+broker ETAs or countdowns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from domain.db import unit_of_work
+from domain.logs import get_logger
+from domain.settings import get_settings
+from domain.tasks import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
+from domain.webhooks import replay, runner
+from workers.app import celery_app, doorbell, send_now
+from workers.validation import row_ids
+
+log = get_logger("keymeta.workers.webhooks")
+
+
+def _request_id(task: Task) -> str | None:
+    value = getattr(task.request, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+@celery_app.task(name=WEBHOOKS_FAN_OUT, bind=True)
+def fan_out(self: Task, event_ids: Any) -> None:
+    ids = row_ids(WEBHOOKS_FAN_OUT, event_ids)
+    if not ids:
+        return
+    delivery_ids = runner.fan_out_events(ids)
+    if delivery_ids:
+        doorbell().ring(WEBHOOKS_DELIVER, delivery_ids, _request_id(self))
+    log.info("webhooks.fanned_out", events=len(ids), deliveries=len(delivery_ids))
+
+
+@celery_app.task(name=WEBHOOKS_DELIVER, bind=True)
+def deliver(self: Task, delivery_ids: Any) -> None:
+    ids = row_ids(WEBHOOKS_DELIVER, delivery_ids)
+    if not ids:
+        return
+    report = runner.deliver(ids)
+    if report.audit_event_ids:
+        doorbell().ring(AUDIT_RECORD, report.audit_event_ids, _request_id(self))
+    if report.claimed:
+        log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes)
+
+
+@celery_app.task(name=SWEEP_DELIVERIES)
+def sweep_deliveries() -> None:
+    settings = get_settings()
+    due = runner.sweep_deliveries(settings)
+    if not due:
+        return
+    try:
+        send_now(WEBHOOKS_DELIVER, due, expires=settings.webhook_rering_seconds)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: un-mark so the next sweep tries again
+        with unit_of_work() as session:
+            replay.clear_rung(session, due)
+        log.warning("sweep.deliveries_ring_failed", count=len(due), error=str(exc))
+        return
+    log.info("sweep.deliveries_rung", count=len(due))
