@@ -6,6 +6,7 @@ tmp dir; ``Proc.output()`` shows it when an assertion fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -155,10 +156,8 @@ class TcpProxy:
                 self._listener.close()
                 self._listener = None
             for conn in self._conns:
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 conn.close()
             self._conns.clear()
 
@@ -192,7 +191,5 @@ class TcpProxy:
             pass
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.close()
-                except OSError:
-                    pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 import pytest
 from click.testing import CliRunner
@@ -52,7 +53,7 @@ def test_records_each_event_once_even_when_rung_twice() -> None:
         rows = session.scalars(select(AuditRecord).order_by(AuditRecord.seq)).all()
         assert [r.event_id for r in rows] == ids
         assert rows[0].prev_hash == GENESIS
-        assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+        assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
         assert all(e.audited_at is not None for e in session.scalars(
             select(OutboxEvent).where(OutboxEvent.id.in_(ids))))
     assert _verify() == (5, None)
@@ -69,7 +70,7 @@ def test_poison_event_is_recorded_as_failed_and_the_chain_moves_on() -> None:
     with unit_of_work() as session:
         poison_id = add_event(session, META_CREATE_REFUSED, {"api_key_id": "not-a-number"})
     later = _events(1)
-    outcome = _record(good + [poison_id] + later)
+    outcome = _record([*good, poison_id, *later])
     assert (outcome.appended, outcome.poison) == (3, 1)
     with unit_of_work() as session:
         statuses = [r.status for r in session.scalars(select(AuditRecord).order_by(AuditRecord.seq))]
