@@ -79,10 +79,12 @@ def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, w
 def test_fan_out_is_idempotent_and_respects_subscriptions(settings: Settings, world: World, sink: Sink) -> None:
     subscribed = register(sink.url("/a"), ["license_key_meta.created"])
     everything = register(sink.url("/b"))
-    other_type = register(sink.url("/c"), ["signing_key.created"])
+    other_type = register(sink.url("/c"))
     disabled = register(sink.url("/d"))
     with unit_of_work() as session:
         session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == disabled.id).values(enabled=False))
+        session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == other_type.id)
+                        .values(event_types=["some.other_type"]))
     events = meta_events(world, 3)
     first = runner.fan_out_events(events)
     again = runner.fan_out_events(events)
