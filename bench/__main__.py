@@ -71,10 +71,10 @@ def measure(name: str, factory: str, env: Mapping[str, str], world: BenchWorld, 
         db_cpu.start()
         result = run_wrk(wrk, url, scripts["measured"], duration=args.duration, **options)
         cpu = (app_cpu.stop(), db_cpu.stop())
-        survived = app.alive
+        exit_status = app.proc.poll()  # None: still serving, as it should be
     # The server has stopped gracefully: every request it accepted has finished writing.
     rows = count_rows(measured_prefix) if count_rows else None
-    return TargetRun(name=name, wrk=result, probe=checked, db_rows=rows, server_survived=survived,
+    return TargetRun(name=name, wrk=result, probe=checked, db_rows=rows, server_exit=exit_status,
                      app_cpu_s=cpu[0], db_cpu_s=cpu[1])
 
 

@@ -18,7 +18,7 @@ class TargetRun:
     wrk: WrkResult
     probe: ProbeResult
     db_rows: int | None = None  # create-meta only: meta rows written by the measured run
-    server_survived: bool = True  # uvicorn was still running when wrk finished
+    server_exit: int | None = None  # uvicorn's exit status if it was gone when wrk finished
     app_cpu_s: float = 0.0  # CPU seconds of the uvicorn processes during the measured run
     db_cpu_s: float = 0.0  # CPU seconds of the (local) PostgreSQL backends serving the bench database
 
@@ -48,8 +48,9 @@ class BenchReport:
         """Collect every reason not to trust the numbers."""
         connections = int(self.config["connections"])
         for run in (self.api, self.ceiling):
-            if not run.server_survived:
-                self.problems.append(f"{run.name}: uvicorn exited during the run (killed from outside?)")
+            if run.server_exit is not None:
+                self.problems.append(f"{run.name}: uvicorn exited with status {run.server_exit} during the run "
+                                     "(negative: killed by that signal, from outside the bench)")
             if not run.probe.ok:
                 self.problems.append(f"{run.name}: signature probe failed: {'; '.join(run.probe.problems)}")
             if run.wrk.error_count:

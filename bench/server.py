@@ -70,10 +70,6 @@ class RunningApp:
     base_url: str
     proc: subprocess.Popen[bytes]
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
 
 @contextmanager
 def running_app(factory: str, env: Mapping[str, str], workers: int,
