@@ -57,7 +57,8 @@ def sweep_deliveries() -> None:
     if not due:
         return
     try:
-        send_now(WEBHOOKS_DELIVER, due, expires=settings.webhook_rering_seconds)
+        # A ring still queued after several re-ring intervals is stale: newer rings cover the same rows.
+        send_now(WEBHOOKS_DELIVER, due, expires=max(settings.webhook_rering_seconds * 10, 60.0))
     except Exception as exc:  # noqa: BLE001 - the broker is down: un-mark so the next sweep tries again
         with unit_of_work() as session:
             replay.clear_rung(session, due)
