@@ -110,3 +110,13 @@ def test_cpu_meter_counts_this_process() -> None:
     sum(i * i for i in range(300_000))
     assert meter.stop() >= 0.0
     assert cpu_seconds(os.getpid()) > 0.0
+
+
+def test_missing_wrk_without_root_is_a_one_line_error(monkeypatch) -> None:
+    from bench import wrk
+
+    monkeypatch.setattr(wrk.shutil, "which", lambda name: None)
+    monkeypatch.setattr(wrk.os, "geteuid", lambda: 1000)
+    with pytest.raises(wrk.WrkMissing, match="install") as caught:
+        wrk.ensure_wrk()
+    assert "\n" not in str(caught.value)
