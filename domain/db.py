@@ -79,7 +79,10 @@ def make_async_engine(settings: Settings | None = None, pool_size: int = 20) -> 
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine.sync_engine)
         return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # Autocommit: the API's writes are single atomic statements, so BEGIN/COMMIT would only add round trips
+    # (and a pre-ping on a transactional connection costs BEGIN; ROLLBACK on every checkout).
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               isolation_level="AUTOCOMMIT")
 
 
 @lru_cache(maxsize=1)
