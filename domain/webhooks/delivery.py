@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from domain.logs import get_logger
@@ -98,7 +98,11 @@ def send(claim_: Claim, limits: transport.SendLimits) -> transport.SendResult:
     """The HTTP attempt. Call outside any transaction."""
     if claim_.error is not None:
         return transport.SendResult(started_at=utcnow(), duration_ms=0, error=claim_.error)
-    return transport.post(claim_.url, headers_for(claim_, int(time.time())), claim_.body, limits)
+    try:
+        headers = headers_for(claim_, int(time.time()))
+    except ValueError as exc:  # e.g. a stored secret that is not a valid whsec_ secret
+        return transport.SendResult(started_at=utcnow(), duration_ms=0, error=f"cannot sign: {exc}")
+    return transport.post(claim_.url, headers, claim_.body, limits)
 
 
 @dataclass(frozen=True)
@@ -110,35 +114,55 @@ class Recorded:
 
 def record(session: Session, claim_: Claim, result: transport.SendResult, policy: RetryPolicy,
            now: dt.datetime | None = None) -> Recorded:
+    return record_many(session, [(claim_, result)], policy, now)[0]
+
+
+def record_many(session: Session, results: Sequence[tuple[Claim, transport.SendResult]], policy: RetryPolicy,
+                now: dt.datetime | None = None) -> list[Recorded]:
+    """Store attempts and apply the policy, for a group of finished attempts in one transaction.
+
+    Rows are locked in id order (deliveries, then endpoints), so concurrent groups cannot deadlock.
+    """
     now = now or utcnow()
-    row = session.scalars(select(WebhookDelivery).where(WebhookDelivery.id == claim_.delivery_id)
-                          .with_for_update()).first()
-    if row is None or row.status != "in_progress" or row.attempts != claim_.attempt_no:
-        # The lease ran out and someone else took over (or the endpoint was deleted): not ours to record.
-        log.warning("webhooks.stale_attempt", delivery_id=claim_.delivery_id, attempt_no=claim_.attempt_no)
-        return Recorded(claim_.delivery_id, "stale", [])
-    session.add(WebhookAttempt(
-        delivery_id=row.id, attempt_no=claim_.attempt_no, started_at=result.started_at,
-        duration_ms=result.duration_ms, outcome="success" if result.ok else "failure",
-        status_code=result.status_code, address=result.address, error=result.error,
-        response_excerpt=result.excerpt, response_truncated=result.truncated))
+    rows = {r.id: r for r in session.scalars(
+        select(WebhookDelivery).where(WebhookDelivery.id.in_([c.delivery_id for c, _ in results]))
+        .order_by(WebhookDelivery.id).with_for_update())}
+    endpoint_rows = {e.id: e for e in session.scalars(
+        select(WebhookEndpoint).where(WebhookEndpoint.id.in_(sorted({r.endpoint_id for r in rows.values()})))
+        .order_by(WebhookEndpoint.id).with_for_update())}
+    attempts: list[dict[str, object]] = []
+    recorded: list[Recorded] = []
+    for claim_, result in results:
+        row = rows.get(claim_.delivery_id)
+        if row is None or row.status != "in_progress" or row.attempts != claim_.attempt_no:
+            # The lease ran out and another worker took over (or the endpoint was deleted): not ours to record.
+            log.warning("webhooks.stale_attempt", delivery_id=claim_.delivery_id, attempt_no=claim_.attempt_no)
+            recorded.append(Recorded(claim_.delivery_id, "stale", []))
+            continue
+        attempts.append({
+            "delivery_id": row.id, "attempt_no": claim_.attempt_no, "started_at": result.started_at,
+            "duration_ms": result.duration_ms, "outcome": "success" if result.ok else "failure",
+            "status_code": result.status_code, "address": result.address, "error": result.error,
+            "response_excerpt": result.excerpt, "response_truncated": result.truncated})
+        recorded.append(_apply(session, row, endpoint_rows.get(row.endpoint_id), result, policy, now))
+    if attempts:
+        session.execute(insert(WebhookAttempt), attempts)
+    session.flush()
+    return recorded
+
+
+def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | None,
+           result: transport.SendResult, policy: RetryPolicy, now: dt.datetime) -> Recorded:
     row.last_status_code, row.last_error, row.updated_at = result.status_code, result.error, now
     row.locked_until = None
-    audit_ids: list[int] = []
     if result.ok:
         row.status, row.completed_at, row.next_attempt_at = SUCCEEDED, now, None
-        # Conditional writes: the endpoint row is only touched when its failure streak changes.
-        session.execute(update(WebhookEndpoint)
-                        .where(WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.failing_since.is_not(None))
-                        .values(failing_since=None))
-        session.flush()
-        return Recorded(row.id, SUCCEEDED, audit_ids)
+        if endpoint is not None and endpoint.failing_since is not None:
+            endpoint.failing_since = None  # the failure streak is broken
+        return Recorded(row.id, SUCCEEDED, [])
 
-    session.execute(update(WebhookEndpoint)
-                    .where(WebhookEndpoint.id == row.endpoint_id, WebhookEndpoint.failing_since.is_(None))
-                    .values(failing_since=result.started_at))
-    endpoint = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
-                               .execution_options(populate_existing=True)).first()
+    if endpoint is not None and endpoint.failing_since is None:
+        endpoint.failing_since = result.started_at
     decision = decide(result, retry_step=row.retry_step,
                       failing_since=endpoint.failing_since if endpoint else None, now=now, policy=policy)
     row.retry_step += 1
@@ -146,9 +170,8 @@ def record(session: Session, claim_: Claim, result: transport.SendResult, policy
         row.status, row.next_attempt_at, row.rung_at = PENDING, decision.next_attempt_at, None
     else:
         row.status, row.completed_at, row.next_attempt_at = FAILED, now, None
+    audit_ids: list[int] = []
     if decision.disable_reason and endpoint is not None:
-        endpoint = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id == row.endpoint_id)
-                                   .with_for_update()).one()
         event_id = endpoints.disable(session, endpoint, decision.disable_reason, audit_events.POLICY, now)
         if event_id is not None:
             audit_ids.append(event_id)
@@ -157,7 +180,6 @@ def record(session: Session, claim_: Claim, result: transport.SendResult, policy
             session, audit_events.DELIVERY_EXHAUSTED, audit_events.POLICY, row.id,
             {"endpoint_id": row.endpoint_id, "event_id": row.event_id, "msg_id": row.msg_id,
              "attempts": row.attempts, "last_status_code": result.status_code, "last_error": result.error}))
-    session.flush()
     return Recorded(row.id, decision.status, audit_ids)
 
 

@@ -8,15 +8,23 @@ then one short transaction per recorded attempt.
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import OperationalError
+
 from domain.db import unit_of_work
+from domain.logs import get_logger
 from domain.master_key import load_master_key
 from domain.settings import Settings, get_settings
 from domain.webhooks import delivery, fan_out, ssrf
 from domain.webhooks.policy import RetryPolicy
-from domain.webhooks.transport import SendLimits
+from domain.webhooks.transport import SendLimits, SendResult
+
+log = get_logger("keymeta.webhooks")
+RECORD_GROUP = 50
+RECORD_INTERVAL = 0.25  # seconds
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -69,18 +77,35 @@ def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> De
     if not claims:
         return report
 
-    def attempt(claim: delivery.Claim) -> delivery.Recorded:
-        result = delivery.send(claim, limits)  # no transaction open here
+    # POSTs run on ``parallel`` threads; this thread records finished attempts in small groups (one short
+    # transaction per group, never during a POST), so the database sees a few commits per batch, not one per
+    # attempt. A result waits at most RECORD_INTERVAL before it is recorded.
+    def record_group(results: list[tuple[delivery.Claim, SendResult]]) -> list[delivery.Recorded]:
         with unit_of_work() as session:
-            return delivery.record(session, claim, result, policy)
+            return delivery.record_many(session, results, policy)
 
-    workers = min(len(claims), parallel)
-    if workers == 1:
-        recorded = [attempt(claims[0])]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="webhook-send") as pool:
-            recorded = list(pool.map(attempt, claims))
-    for item in recorded:
-        report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
-        report.audit_event_ids.extend(item.audit_event_ids)
+    def record(results: list[tuple[delivery.Claim, SendResult]]) -> None:
+        if not results:
+            return
+        try:
+            recorded = record_group(results)
+        except OperationalError as exc:  # e.g. a deadlock victim: record one by one instead
+            log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
+            recorded = [item for result in results for item in record_group([result])]
+        for item in recorded:
+            report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
+            report.audit_event_ids.extend(item.audit_event_ids)
+
+    with concurrent.futures.ThreadPoolExecutor(min(len(claims), parallel), thread_name_prefix="webhook-send") as pool:
+        running = {pool.submit(delivery.send, claim, limits): claim for claim in claims}
+        finished: list[tuple[delivery.Claim, SendResult]] = []
+        last_recorded = time.monotonic()
+        while running:
+            done, _ = concurrent.futures.wait(running, timeout=RECORD_INTERVAL,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            finished += [(running.pop(future), future.result()) for future in done]
+            if len(finished) >= RECORD_GROUP or time.monotonic() - last_recorded >= RECORD_INTERVAL:
+                record(finished)
+                finished, last_recorded = [], time.monotonic()
+        record(finished)
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,8 +35,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class Sink:
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.received: list[Received] = []
+        self.scheme = "https" if tls is not None else "http"
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         sink = self
@@ -58,13 +60,15 @@ class Sink:
                     sink._answer(self, reply)
 
         self.server = _Server(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
         self._thread.start()
 
     def url(self, path: str = "/hook", host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def on(self, path: str, *replies: Reply) -> str:
         """Answer ``path`` with these replies in turn; the last one repeats."""

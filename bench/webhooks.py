@@ -1,0 +1,195 @@
+"""Webhook delivery throughput: keymeta's delivery path vs a raw httpx POST loop, same sink, same concurrency.
+
+    python -m bench.webhooks [--endpoints 10] [--events 100] [--threads 16] [--postgres ADMIN_URL]
+
+A uvicorn sink (a bare ASGI app answering 200) runs in a subprocess. keymeta is measured in-process through
+``domain.webhooks.runner`` exactly as a ``webhooks.deliver`` task runs it: 200 ids per batch (the doorbell's
+message size), claim → signed POSTs on ``--threads`` threads → one record transaction per attempt. The
+baseline POSTs the same bodies with ``--threads`` threads, once with a keep-alive pool and once with a new
+connection per request (keymeta opens one per attempt: it is pinned to the vetted address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+async def sink_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """ASGI sink: read the body, answer 200."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_sink(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "uvicorn"), "bench.webhooks:sink_app", "--host",
+                             "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            httpx.post(f"http://127.0.0.1:{port}/", content=b"{}", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the sink did not start")
+
+
+def raw_loop(urls: list[str], body: bytes, threads: int, keep_alive: bool) -> float:
+    """POSTs per second of a plain httpx loop over ``urls``."""
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads if keep_alive else 0)
+    headers = {"content-type": "application/json"} | ({} if keep_alive else {"connection": "close"})
+    with httpx.Client(limits=limits, timeout=10) as client:
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            codes = list(pool.map(lambda url: client.post(url, content=body, headers=headers).status_code, urls))
+        elapsed = time.perf_counter() - started
+    assert set(codes) == {200}, set(codes)
+    return len(urls) / elapsed
+
+
+def keymeta_run(endpoints: int, events: int, port: int) -> tuple[float, float, int, bytes]:
+    """(fan-out rows/s, deliveries/s, deliveries, one body)."""
+    from sqlalchemy import func, select
+
+    from domain import catalog
+    from domain.db import unit_of_work
+    from domain.master_key import load_master_key
+    from domain.models import LicenseKeyMeta
+    from domain.outbox import META_CREATED, add_event
+    from domain.settings import get_settings
+    from domain.webhooks import endpoints as endpoint_service
+    from domain.webhooks import runner, ssrf
+    from domain.webhooks.audit_events import CLI
+    from domain.webhooks.models import WebhookDelivery
+
+    settings = get_settings()
+    master_key = load_master_key(settings)
+    with unit_of_work() as session:
+        product = catalog.create_product(session, name="bench")
+        license_row = catalog.create_license_key(session, product_id=product.id, key=f"LK-{uuid.uuid4().hex[:8]}",
+                                                 status="assigned")
+        for i in range(endpoints):
+            endpoint_service.create_endpoint(session, url=f"http://127.0.0.1:{port}/e/{i}", event_types=None,
+                                             master_key=master_key, actor=CLI,
+                                             allowed=ssrf.parse_allowed(settings.webhook_allowed_cidrs))
+        event_ids = []
+        for i in range(events):
+            meta = LicenseKeyMeta(license_key_id=license_row.id, key=f"key-{i}", value="bench value " * 4,
+                                  identifier="bench.example")
+            session.add(meta)
+            session.flush()
+            event_ids.append(add_event(session, META_CREATED, {}, subject_id=meta.id))
+
+    started = time.perf_counter()
+    delivery_ids: list[int] = []
+    for start in range(0, len(event_ids), 50):
+        delivery_ids += runner.fan_out_events(event_ids[start:start + 50])
+    fan_out_rate = len(delivery_ids) / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    for start in range(0, len(delivery_ids), 200):
+        runner.deliver(delivery_ids[start:start + 200])
+    delivered = time.perf_counter() - started
+    with unit_of_work() as session:
+        done = session.scalar(select(func.count()).select_from(WebhookDelivery)
+                              .where(WebhookDelivery.status == "succeeded"))
+        body = session.scalars(select(WebhookDelivery.body).limit(1)).one().encode()
+    assert done == len(delivery_ids), (done, len(delivery_ids))
+    return fan_out_rate, len(delivery_ids) / delivered, len(delivery_ids), body
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url).set(drivername="postgresql")
+    name = f"keymeta_bench_{uuid.uuid4().hex[:10]}"
+    dsn = admin.render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--events", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--postgres", default="", help="admin URL; a scratch database is created and dropped")
+    args = parser.parse_args()
+
+    port = _free_port()
+    sink = start_sink(port)
+    workdir = tempfile.TemporaryDirectory(prefix="keymeta-bench-webhooks-")
+    if args.postgres:
+        database: Any = scratch_postgres(args.postgres)
+    else:
+        database = nullcontext(f"sqlite:///{Path(workdir.name) / 'keymeta.db'}")
+    try:
+        with database as url:
+            os.environ.update({
+                "KEYMETA_DATABASE_URL": url, "KEYMETA_VAR_DIR": workdir.name, "KEYMETA_LOG_LEVEL": "WARNING",
+                "KEYMETA_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+                "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_WEBHOOK_SEND_THREADS": str(args.threads),
+            })
+            from domain.db import make_sync_engine
+            from domain.logs import configure_logging
+            from domain.migrate import upgrade_to_head
+            from domain.settings import get_settings
+
+            configure_logging(get_settings())
+            engine = make_sync_engine()
+            upgrade_to_head(engine)
+            engine.dispose()
+            fan_rate, rate, count, body = keymeta_run(args.endpoints, args.events, port)
+            urls = [f"http://127.0.0.1:{port}/e/{i % args.endpoints}" for i in range(count)]
+            keep_alive = raw_loop(urls, body, args.threads, keep_alive=True)
+            fresh = raw_loop(urls, body, args.threads, keep_alive=False)
+            backend = "postgresql" if args.postgres else "sqlite"
+            print(f"{count} deliveries ({args.endpoints} endpoints × {args.events} events), {args.threads} threads, "
+                  f"{backend}, body {len(body)} B, {os.cpu_count()} CPUs")
+            print(f"  fan-out rows/s                         {fan_rate:9.0f}")
+            print(f"  keymeta deliveries/s                   {rate:9.0f}")
+            print(f"  raw httpx POST/s, new connection each  {fresh:9.0f}   keymeta = {rate / fresh:.2f}×")
+            print(f"  raw httpx POST/s, keep-alive pool      {keep_alive:9.0f}   keymeta = {rate / keep_alive:.2f}×")
+    finally:
+        sink.terminate()
+        sink.wait(10)
+        workdir.cleanup()
+
+
+if __name__ == "__main__":
+    main()
