@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
-from api import create_meta, webhook_endpoints
+from api import create_meta, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
     app.include_router(create_meta.router)
+    app.include_router(public_keys.router)
     app.include_router(webhook_endpoints.router)
 
     @app.exception_handler(OperationalError)

@@ -13,9 +13,15 @@ from domain.models import OutboxEvent, utcnow
 
 META_CREATED = "license_key_meta.created"
 META_CREATE_REFUSED = "license_key_meta.create_refused"
+# Signing-key lifecycle (domain/key_rotation.py); subject_id is the signing key's row id.
+SIGNING_KEY_CREATED = "signing_key.created"
+SIGNING_KEY_ACTIVATED = "signing_key.activated"
+SIGNING_KEY_RETIRED = "signing_key.retired"
+SIGNING_KEY_REVOKED = "signing_key.revoked"
+SIGNING_KEY_EVENT_TYPES = (SIGNING_KEY_CREATED, SIGNING_KEY_ACTIVATED, SIGNING_KEY_RETIRED, SIGNING_KEY_REVOKED)
 
 # Event types a webhook endpoint may subscribe to; others are audit-only.
-WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset({META_CREATED})
+WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset({META_CREATED, *SIGNING_KEY_EVENT_TYPES})
 
 
 def needs_fan_out(event_type: str) -> bool:

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     key_rotation_days: int = Field(default=90, ge=1)
     key_overlap_seconds: int = Field(default=172800, ge=0)
     key_size: int = 2048
+    # How often beat runs keys.advance (the rotation state machine); each run is cheap when nothing is due.
+    key_check_interval_seconds: float = Field(default=60.0, gt=0)
     # In-process caches of API keys, the block list and signing keys: how stale they may be.
     cache_ttl_seconds: float = Field(default=5.0, ge=0)
     # The doorbell must never hold up a response: bounded publish time.

@@ -57,8 +57,17 @@ def active_key(session: Session, scope: str) -> SigningKey | None:
     ).first()
 
 
+class SigningKeyError(ValueError):
+    """A stored signing key is unusable (its private half is not a readable RSA key)."""
+
+
 def signer_from_row(master_key: bytes, kid: str, sealed: bytes) -> Signer:
-    return Signer(kid=kid, private_key=load_private_pem(unseal(master_key, sealed, kid)))
+    """Open a sealed private key. Raises ``MasterKeyError`` (wrong master key) or ``SigningKeyError``."""
+    plaintext = unseal(master_key, sealed, kid)
+    try:
+        return Signer(kid=kid, private_key=load_private_pem(plaintext))
+    except (ValueError, TypeError) as exc:
+        raise SigningKeyError(f"signing key {kid}: the stored private key is not a readable RSA key") from exc
 
 
 class SignerStore:
@@ -87,5 +96,11 @@ class SignerStore:
             signer = self._by_kid.get(row.kid) or signer_from_row(self._master_key, row.kid,
                                                                    row.private_key_encrypted)
             self._by_kid[row.kid] = signer
+        previous = hit[1] if hit is not None else None
         self._active[scope] = (now + self._ttl, signer)
+        if previous is not None and previous is not signer:
+            # The scope rotated: forget parsed private keys no scope signs with any more (a retired key's
+            # private half is destroyed in the database; it should not linger in this process either).
+            live = {entry[1].kid for entry in self._active.values() if entry[1] is not None}
+            self._by_kid = {kid: known for kid, known in self._by_kid.items() if kid in live}
         return signer

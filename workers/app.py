@@ -18,7 +18,7 @@ from domain.settings import get_settings
 from domain.tasks import QUEUES, queue_name
 from workers.schedule import beat_schedule
 
-TASK_MODULES = ["workers.audit_tasks", "workers.sweep_tasks", "workers.webhook_tasks"]
+TASK_MODULES = ["workers.audit_tasks", "workers.sweep_tasks", "workers.key_tasks", "workers.webhook_tasks"]
 
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str]:

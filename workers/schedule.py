@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from domain.settings import Settings
-from domain.tasks import SWEEP_DELIVERIES, SWEEP_OUTBOX
+from domain.tasks import KEYS_ADVANCE, SWEEP_DELIVERIES, SWEEP_OUTBOX
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -13,4 +13,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep-outbox": {"task": SWEEP_OUTBOX, "schedule": settings.sweep_interval_seconds},
         "sweep-deliveries": {"task": SWEEP_DELIVERIES, "schedule": settings.webhook_sweep_interval_seconds,
                              "options": {"expires": settings.webhook_sweep_interval_seconds * 5}},
+        # Signing-key rotation; a run that is late by a whole interval is superseded by the next one.
+        "keys-advance": {"task": KEYS_ADVANCE, "schedule": settings.key_check_interval_seconds,
+                         "options": {"expires": settings.key_check_interval_seconds}},
     }

@@ -14,7 +14,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from domain.cli import access, audit, catalog, setup, webhooks  # noqa: F401 - importing registers the commands
+    from domain.cli import access, audit, catalog, setup, signing_keys, verify, webhooks  # noqa: F401 - importing registers the commands
 
 
 _register()
