@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.client_ip import client_ip
+from api.metrics import record_result_code
 from api.parsing import BodyRejected, parse_create_meta, read_body
 from domain.codes import Code
 from domain.create_meta import CreateMetaInput
@@ -18,7 +19,10 @@ router = APIRouter()
 async def create_license_key_meta(request: Request) -> Response:
     state = request.app.state
     peer = request.client.host if request.client else None
-    source_ip = client_ip(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    # Several X-Forwarded-For lines are one list (RFC 9110 §5.3): a proxy that appends its own line
+    # after the client's must not leave us reading only the client-written first one.
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
     http_status = None
     try:
         body = await read_body(request)
@@ -38,6 +42,7 @@ async def create_license_key_meta(request: Request) -> Response:
         request_id=request.scope["state"]["request_id"],
         errors=errors,
     ))
+    record_result_code(request, result.code)
     extras: dict[str, object] = {}
     if result.meta_id is not None:
         extras["meta_id"] = result.meta_id

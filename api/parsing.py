@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.datastructures import UploadFile
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 MAX_BODY_BYTES = 64 * 1024
@@ -64,7 +65,7 @@ def _media_type(request: Request) -> str:
 
 async def _body_params(request: Request, body: bytes) -> list[tuple[str, object]]:
     media_type = _media_type(request)
-    if not body.strip() and media_type != MULTIPART:
+    if not body.strip():
         return []
     if media_type == FORM:
         try:
@@ -76,7 +77,9 @@ async def _body_params(request: Request, body: bytes) -> list[tuple[str, object]
             raise BodyRejected(400, f"form body has more than {MAX_FIELDS} fields") from exc
     if media_type == JSON:
         try:
-            parsed = json.loads(body)
+            # Decoded here, strictly: json.loads(bytes) would also take UTF-16/32 and UTF-8-encoded
+            # surrogates; JSON on the wire is UTF-8 (RFC 8259), a leading BOM tolerated.
+            parsed = json.loads(body.decode("utf-8-sig"))
         except UnicodeDecodeError as exc:
             raise BodyRejected(400, "JSON body is not valid UTF-8") from exc
         except ValueError as exc:
@@ -85,7 +88,7 @@ async def _body_params(request: Request, body: bytes) -> list[tuple[str, object]
             raise BodyRejected(400, "JSON body must be an object")
         return list(parsed.items())
     if media_type == MULTIPART:
-        return await _multipart_params(request, body)
+        return _multipart_params(request, body)
     if not media_type:
         raise BodyRejected(400, "a body needs a Content-Type")
     raise BodyRejected(
@@ -93,23 +96,70 @@ async def _body_params(request: Request, body: bytes) -> list[tuple[str, object]
     )
 
 
-async def _multipart_params(request: Request, body: bytes) -> list[tuple[str, object]]:
-    request._body = body  # let Starlette parse the bytes we already read (and size-checked)
+@dataclass
+class _Part:
+    disposition: bytes = b""
+    data: bytearray = field(default_factory=bytearray)
+
+
+class _MultipartCollector:
+    """The raw bytes of every part, and whether the closing boundary was reached."""
+
+    def __init__(self) -> None:
+        self.parts: list[_Part] = []
+        self.complete = False
+        self._header = bytearray()
+        self._value = bytearray()
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": lambda: self.parts.append(_Part()),
+            "on_part_data": lambda data, start, end: self.parts[-1].data.extend(data[start:end]),
+            "on_header_field": lambda data, start, end: self._header.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_end": self._end,
+        }
+
+    def _header_end(self) -> None:
+        if bytes(self._header).lower() == b"content-disposition":
+            self.parts[-1].disposition = bytes(self._value)
+        self._header.clear()
+        self._value.clear()
+
+    def _end(self) -> None:
+        self.complete = True
+
+
+def _multipart_params(request: Request, body: bytes) -> list[tuple[str, object]]:
+    # Parsed here rather than by Starlette's request.form(): that falls back to Latin-1 for a text
+    # part that is not UTF-8 (mojibake would be stored) and accepts a body cut off before its
+    # closing boundary (the cut-off part silently vanishes).
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise BodyRejected(400, "multipart body has no boundary")
+    collector = _MultipartCollector()
     try:
-        form = await request.form(max_files=len(FIELDS), max_fields=MAX_FIELDS)
-    except Exception as exc:
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        parser.write(body)
+        parser.finalize()
+    except Exception as exc:  # any parser failure means "cannot be parsed"
         raise BodyRejected(400, f"multipart body cannot be parsed: {exc}") from exc
+    if not collector.complete:
+        raise BodyRejected(400, "multipart body ends before its closing boundary")
+    if len(collector.parts) > MAX_FIELDS:
+        raise BodyRejected(400, f"multipart body has more than {MAX_FIELDS} parts")
     params: list[tuple[str, object]] = []
-    for name, item in form.multi_items():
-        if isinstance(item, UploadFile):
-            data = await item.read()
-            try:
-                params.append((name, data.decode("utf-8")))
-            except UnicodeDecodeError:
-                params.append((name, _NotText("must be UTF-8 text")))
-        else:
-            params.append((name, item))
-    await form.close()
+    for part in collector.parts:
+        name = parse_options_header(part.disposition)[1].get(b"name")
+        if name is None:
+            raise BodyRejected(400, 'a multipart part has no Content-Disposition "name"')
+        # Text fields and file parts alike: the content must be UTF-8 text.
+        try:
+            params.append((name.decode("utf-8"), bytes(part.data).decode("utf-8")))
+        except UnicodeDecodeError:
+            params.append((name.decode("utf-8", "replace"), _NotText("must be UTF-8 text")))
     return params
 
 

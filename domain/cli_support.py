@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,7 +28,11 @@ def json_option(func: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON result.")
     @functools.wraps(func)
     def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
-        result = func(*args, **kwargs)
+        try:
+            result = func(*args, **kwargs)
+        except SQLAlchemyError as exc:
+            # Unmigrated schema, unreachable server, a lost race on a unique key: one line, not a traceback.
+            raise CliError(f"database error: {_first_line(exc)}") from exc
         if result is None:
             return
         if as_json:
@@ -36,6 +41,12 @@ def json_option(func: F) -> F:
             _print_human(result)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 def _json_default(value: Any) -> Any:
