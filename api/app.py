@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
-from api import create_meta, public_keys, webhook_endpoints
+from api import create_meta, health, metrics, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
@@ -53,18 +53,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(metrics.MetricsMiddleware)
     app.include_router(create_meta.router)
-    app.include_router(public_keys.router)
     app.include_router(webhook_endpoints.router)
+    app.include_router(public_keys.router)
+    app.include_router(health.router)
+    app.include_router(metrics.router)
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database.unavailable", error=str(exc.orig), path=request.url.path)
         return JSONResponse({"error": "database unavailable, retry shortly"}, status_code=503,
                             headers={"Retry-After": "1"})
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
 
     return app
