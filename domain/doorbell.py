@@ -1,15 +1,14 @@
-"""Ring the doorbell off the response path: a bounded in-memory queue drained by one thread.
+"""Ring the doorbell off the response path: a bounded in-memory buffer drained by one thread.
 
-``ring()`` never blocks and never raises. A full queue or a dead broker only delays work: the rows are
+``ring()`` never blocks and never raises. A full buffer or a dead broker only delays work: the rows are
 already committed and the sweeper re-rings whatever was not consumed.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 
 from domain.logs import get_logger
@@ -23,10 +22,13 @@ MAX_IDS_PER_MESSAGE = 200
 class QueuedDoorbell:
     def __init__(self, send: Send, max_pending: int = 10_000, linger_seconds: float = 0.02) -> None:
         self._send = send
-        # Publishing costs far more than queueing: wait briefly after the first bell so a busy API sends
-        # one message per task per ~20 ms instead of one per request.
+        self._max_pending = max_pending
+        # Publishing costs far more than queueing: after the first bell the thread sleeps briefly and then
+        # sends one message per task for everything that arrived meanwhile (no wake-up per bell).
         self._linger = linger_seconds
-        self._pending: queue.Queue[tuple[str, int, str | None] | None] = queue.Queue(max_pending)
+        self._pending: deque[tuple[str, int, str | None]] = deque()
+        self._wake = threading.Event()
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="doorbell", daemon=True)
         self._thread.start()
         self.sent = 0
@@ -35,35 +37,31 @@ class QueuedDoorbell:
 
     def ring(self, task_name: str, ids: list[int], request_id: str | None = None) -> None:
         for item_id in ids:
-            try:
-                self._pending.put_nowait((task_name, item_id, request_id))
-            except queue.Full:
+            if len(self._pending) >= self._max_pending:
                 self.dropped += 1  # the sweeper will re-ring it
+                continue
+            self._pending.append((task_name, item_id, request_id))  # deque.append is thread-safe
+        if not self._wake.is_set():
+            self._wake.set()
 
     def close(self, timeout: float = 2.0) -> None:
-        try:
-            self._pending.put(None, timeout=timeout)
-        except queue.Full:
-            return
+        self._closing = True
+        self._wake.set()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            first = self._pending.get()
-            if first is None:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(self._linger)  # the flag stays set meanwhile, so ring() skips Event.set()
+            self._wake.clear()  # before draining: a bell rung after this point wakes the next round
+            batch = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if batch:
+                self._publish(batch)
+            if self._closing and not self._pending:
                 return
-            batch = [first]
-            deadline = time.monotonic() + self._linger
-            while len(batch) < 1000:  # coalesce a burst into few messages
-                try:
-                    item = self._pending.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._publish(batch)
-                    return
-                batch.append(item)
-            self._publish(batch)
 
     def _publish(self, batch: list[tuple[str, int, str | None]]) -> None:
         grouped: dict[tuple[str, str | None], list[int]] = defaultdict(list)
