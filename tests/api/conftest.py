@@ -136,7 +136,8 @@ def meta_rows(license_key: str) -> list[LicenseKeyMeta]:
 
 
 @pytest.fixture(scope="session")
-def _client_pool() -> Iterator[dict[tuple[str, str], TestClient]]:
+def _client_pool(database_url: str) -> Iterator[dict[tuple[str, str], TestClient]]:
+    # Depends on database_url so the apps shut down before their database is dropped.
     pool: dict[tuple[str, str], TestClient] = {}
     yield pool
     for test_client in pool.values():
