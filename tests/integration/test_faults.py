@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from domain.db import unit_of_work
+from domain.outbox import META_CREATE_REFUSED, add_event
+from domain.tasks import AUDIT_RECORD
 from tests.conftest import make_world
 from tests.integration.helpers import assert_audit_complete, audit_count, cli, create_many
 from tests.processes import wait_until
@@ -31,14 +34,31 @@ def test_broker_outage_neither_fails_the_453_nor_loses_an_event(real_stack) -> N
     assert cli("audit", "verify", env=real_stack.env).returncode == 0
 
 
+def _ring_one_by_one(event_ids: list[int]) -> None:
+    """One message per event (the API would coalesce a burst), so a worker can be caught mid-drain."""
+    from celery import Celery
+
+    from domain.celery_config import celery_config, route_for
+    from domain.settings import get_settings
+
+    producer = Celery("test-producer")
+    producer.config_from_object(celery_config(get_settings()))
+    with producer.producer_or_acquire() as publisher:
+        for event_id in event_ids:
+            producer.send_task(AUDIT_RECORD, args=[[event_id]], queue=route_for(get_settings(), AUDIT_RECORD),
+                               producer=publisher)
+
+
 def test_worker_killed_while_draining_loses_nothing_and_duplicates_nothing(stack) -> None:
     world = make_world()
-    _, base = stack.api()
-    total = 150
-    assert {r.json()["response"]["code"] for r in create_many(base, world, total)} == {453}
+    total = 300
+    with unit_of_work() as session:
+        event_ids = [add_event(session, META_CREATE_REFUSED, {"api_key_id": world.api_key_id, "meta_key": f"k{i}"},
+                               request_id=f"kill-{i}", outcome_code=100) for i in range(total)]
+    _ring_one_by_one(event_ids)
 
     doomed = stack.worker("audit", name="doomed")
-    wait_until(lambda: audit_count() > 0, timeout=60, interval=0.02, message="draining to start")
+    wait_until(lambda: audit_count() > 0, timeout=60, interval=0.01, message="draining to start")
     doomed.kill()
     assert audit_count() < total, "the worker was killed before it finished"
 
