@@ -17,6 +17,7 @@ import concurrent.futures
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,20 +76,15 @@ def raw_loop(urls: list[str], body: bytes, threads: int, keep_alive: bool) -> fl
     return len(urls) / elapsed
 
 
-def keymeta_run(endpoints: int, events: int, port: int) -> tuple[float, float, int, bytes]:
-    """(fan-out rows/s, deliveries/s, deliveries, one body)."""
-    from sqlalchemy import func, select
-
+def setup_endpoints(endpoints: int, port: int) -> int:
+    """A product, an assigned license key and ``endpoints`` endpoints on the sink; returns the license key id."""
     from domain import catalog
     from domain.db import unit_of_work
     from domain.master_key import load_master_key
-    from domain.models import LicenseKeyMeta
-    from domain.outbox import META_CREATED, add_event
     from domain.settings import get_settings
     from domain.webhooks import endpoints as endpoint_service
-    from domain.webhooks import runner, ssrf
+    from domain.webhooks import ssrf
     from domain.webhooks.audit_events import CLI
-    from domain.webhooks.models import WebhookDelivery
 
     settings = get_settings()
     master_key = load_master_key(settings)
@@ -100,10 +96,24 @@ def keymeta_run(endpoints: int, events: int, port: int) -> tuple[float, float, i
             endpoint_service.create_endpoint(session, url=f"http://127.0.0.1:{port}/e/{i}", event_types=None,
                                              master_key=master_key, actor=CLI,
                                              allowed=ssrf.parse_allowed(settings.webhook_allowed_cidrs))
+        return license_row.id
+
+
+def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, bytes]:
+    """New events, fanned out and delivered as the tasks do it: (fan-out rows/s, deliveries/s, deliveries, body)."""
+    from sqlalchemy import func, select
+
+    from domain.db import unit_of_work
+    from domain.models import LicenseKeyMeta
+    from domain.outbox import META_CREATED, add_event
+    from domain.webhooks import runner
+    from domain.webhooks.models import WebhookDelivery
+
+    with unit_of_work() as session:
         event_ids = []
-        for i in range(events):
-            meta = LicenseKeyMeta(license_key_id=license_row.id, key=f"key-{i}", value="bench value " * 4,
-                                  identifier="bench.example")
+        for _ in range(events):
+            meta = LicenseKeyMeta(license_key_id=license_key_id, key=f"key-{uuid.uuid4().hex}",
+                                  value="bench value " * 4, identifier="bench.example")
             session.add(meta)
             session.flush()
             event_ids.append(add_event(session, META_CREATED, {}, subject_id=meta.id))
@@ -115,12 +125,12 @@ def keymeta_run(endpoints: int, events: int, port: int) -> tuple[float, float, i
     fan_out_rate = len(delivery_ids) / (time.perf_counter() - started)
 
     started = time.perf_counter()
-    for start in range(0, len(delivery_ids), 200):
+    for start in range(0, len(delivery_ids), 200):  # one webhooks.deliver message carries up to 200 ids
         runner.deliver(delivery_ids[start:start + 200])
     delivered = time.perf_counter() - started
     with unit_of_work() as session:
         done = session.scalar(select(func.count()).select_from(WebhookDelivery)
-                              .where(WebhookDelivery.status == "succeeded"))
+                              .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "succeeded"))
         body = session.scalars(select(WebhookDelivery.body).limit(1)).one().encode()
     assert done == len(delivery_ids), (done, len(delivery_ids))
     return fan_out_rate, len(delivery_ids) / delivered, len(delivery_ids), body
@@ -148,6 +158,7 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--postgres", default="", help="admin URL; a scratch database is created and dropped")
     args = parser.parse_args()
 
@@ -174,17 +185,26 @@ def main() -> None:
             engine = make_sync_engine()
             upgrade_to_head(engine)
             engine.dispose()
-            fan_rate, rate, count, body = keymeta_run(args.endpoints, args.events, port)
-            urls = [f"http://127.0.0.1:{port}/e/{i % args.endpoints}" for i in range(count)]
-            keep_alive = raw_loop(urls, body, args.threads, keep_alive=True)
-            fresh = raw_loop(urls, body, args.threads, keep_alive=False)
+            license_key_id = setup_endpoints(args.endpoints, port)
+            rows: dict[str, list[float]] = {"fan-out rows/s": [], "keymeta deliveries/s": [],
+                                            "raw httpx POST/s, new connection each": [],
+                                            "raw httpx POST/s, keep-alive pool": []}
+            for _ in range(args.repeat):  # interleaved, so background load hits all three alike
+                fan_rate, rate, count, body = keymeta_round(license_key_id, args.events)
+                urls = [f"http://127.0.0.1:{port}/e/{i % args.endpoints}" for i in range(count)]
+                rows["fan-out rows/s"].append(fan_rate)
+                rows["keymeta deliveries/s"].append(rate)
+                rows["raw httpx POST/s, new connection each"].append(raw_loop(urls, body, args.threads, False))
+                rows["raw httpx POST/s, keep-alive pool"].append(raw_loop(urls, body, args.threads, True))
             backend = "postgresql" if args.postgres else "sqlite"
-            print(f"{count} deliveries ({args.endpoints} endpoints × {args.events} events), {args.threads} threads, "
-                  f"{backend}, body {len(body)} B, {os.cpu_count()} CPUs")
-            print(f"  fan-out rows/s                         {fan_rate:9.0f}")
-            print(f"  keymeta deliveries/s                   {rate:9.0f}")
-            print(f"  raw httpx POST/s, new connection each  {fresh:9.0f}   keymeta = {rate / fresh:.2f}×")
-            print(f"  raw httpx POST/s, keep-alive pool      {keep_alive:9.0f}   keymeta = {rate / keep_alive:.2f}×")
+            print(f"{count} deliveries per round ({args.endpoints} endpoints × {args.events} events), "
+                  f"{args.threads} threads, {backend}, body {len(body)} B, {os.cpu_count()} CPUs, "
+                  f"median of {args.repeat} (min–max)")
+            ours = statistics.median(rows["keymeta deliveries/s"])
+            for name, values in rows.items():
+                median = statistics.median(values)
+                ratio = f"   keymeta = {ours / median:.2f}×" if name.startswith("raw") else ""
+                print(f"  {name:<40}{median:8.0f}  ({min(values):.0f}–{max(values):.0f}){ratio}")
     finally:
         sink.terminate()
         sink.wait(10)

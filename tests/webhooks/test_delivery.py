@@ -140,7 +140,6 @@ def test_failure_then_success_retries_on_schedule_with_the_same_id(settings: Set
     delay = (row.next_attempt_at - row.updated_at).total_seconds() if row.next_attempt_at else -1
     assert 0.2 * 0.8 - 0.01 <= delay <= 0.2 * 1.2 + 0.01  # first step of the schedule, ±20 % jitter
     assert endpoint_row(endpoint.id).failing_since is not None
-    assert runner.deliver(created).claimed == 0  # not due yet: an early duplicate message does nothing
 
     [row] = run_until_settled(created)
     assert row.status == "succeeded" and row.attempts == 2
@@ -291,7 +290,7 @@ def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Setting
     register(sink.on("/hook", Reply(200)))
     created = runner.fan_out_events(meta_events(world))
     with unit_of_work() as session:  # a worker claims, then dies before recording
-        [lost] = delivery.claim(session, created, master_key=master_key, lease_seconds=0.3)
+        [lost] = delivery.claim(session, created, master_key=master_key, lease_seconds=1.5)
     assert runner.deliver(created).claimed == 0  # leased
     assert runner.sweep_deliveries() == []  # rung at fan-out; the lease still runs
     [row] = run_until_settled(created)
@@ -306,16 +305,21 @@ def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Setting
     assert recorded.status == "stale" and deliveries()[0].status == "succeeded"
 
 
-def test_sweeper_rings_only_what_is_due_and_not_recently_rung(settings: Settings, world: World,
-                                                              sink: Sink) -> None:
+def test_sweeper_rings_only_what_is_due_and_not_recently_rung(settings: Settings, world: World, sink: Sink,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    reconfigure(monkeypatch, KEYMETA_WEBHOOK_RETRY_SCHEDULE="1.5", KEYMETA_WEBHOOK_RETRY_JITTER="0",
+                KEYMETA_WEBHOOK_RERING_SECONDS="1.5")
     register(sink.on("/hook", Reply(500), Reply(200)))
     created = runner.fan_out_events(meta_events(world))
     assert runner.sweep_deliveries() == []  # just rung by fan-out
-    runner.deliver(created)  # fails; retry due in ~0.2 s
+    runner.deliver(created)  # fails; the retry is due in 1.5 s
+    assert runner.deliver(created).claimed == 0  # an early duplicate message does nothing
     assert runner.sweep_deliveries() == []  # not due yet
-    assert wait_until(runner.sweep_deliveries, timeout=3, interval=0.05) == created
+    started = time.monotonic()
+    assert wait_until(runner.sweep_deliveries, timeout=5, interval=0.05) == created
+    assert time.monotonic() - started >= 1.0
     assert runner.sweep_deliveries() == []  # rung: not again before the re-ring interval
-    assert wait_until(runner.sweep_deliveries, timeout=3, interval=0.1) == created  # message lost? re-rung
+    assert wait_until(runner.sweep_deliveries, timeout=5, interval=0.1) == created  # message lost? re-rung
 
 
 def test_body_is_stable_across_attempts(settings: Settings, world: World, sink: Sink) -> None:
