@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from domain.access import Network, address_in, parse_address
+from domain.access import Address, Network, address_in, parse_address
+
+
+def _hop_address(hop: str) -> Address | None:
+    """An X-Forwarded-For entry: a bare address, ``1.2.3.4:5678`` or ``[2001:db8::1]:5678``."""
+    text = hop.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    return parse_address(text)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str | None:
@@ -13,7 +23,7 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Networ
         return str(peer_address) if peer_address is not None else peer
     client = peer_address
     for hop in reversed(forwarded_for.split(",")):
-        address = parse_address(hop)
+        address = _hop_address(hop)
         if address is None:
             break  # garbage in the chain: trust nothing left of it
         client = address

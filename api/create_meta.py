@@ -13,16 +13,11 @@ from domain.create_meta import CreateMetaInput
 from domain.tasks import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
 router = APIRouter()
+PATH = "/api/v1/create-license-key-meta"
 
 
-@router.post("/api/v1/create-license-key-meta")
+@router.post(PATH)
 async def create_license_key_meta(request: Request) -> Response:
-    state = request.app.state
-    peer = request.client.host if request.client else None
-    # Several X-Forwarded-For lines are one list (RFC 9110 §5.3): a proxy that appends its own line
-    # after the client's must not leave us reading only the client-written first one.
-    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
-    source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
     http_status = None
     try:
         body = await read_body(request)
@@ -30,6 +25,25 @@ async def create_license_key_meta(request: Request) -> Response:
         values, errors = params.values, params.errors
     except BodyRejected as rejected:
         values, errors, http_status = {}, {"body": [rejected.reason]}, rejected.status
+    return await _handle(request, values, errors, http_status)
+
+
+@router.api_route(PATH, methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def wrong_method(request: Request) -> Response:
+    """Every answer of this endpoint is signed and audited, a wrong method's 405 included."""
+    response = await _handle(request, {}, {"method": [f"use POST, not {request.method}"]}, 405)
+    response.headers["Allow"] = "POST"
+    return response
+
+
+async def _handle(request: Request, values: dict[str, str | None], errors: dict[str, list[str]],
+                  http_status: int | None) -> Response:
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    # Several X-Forwarded-For lines are one list (RFC 9110 §5.3): a proxy that appends its own line
+    # after the client's must not leave us reading only the client-written first one.
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
 
     result = await state.create_meta.handle(CreateMetaInput(
         api_key=values.get("api_key"),

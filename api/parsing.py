@@ -22,8 +22,9 @@ LIMITS: dict[str, tuple[int, str]] = {
     "key": (255, "characters"),
     "value": (10 * 1024, "bytes"),
 }
-# Credentials are compared exactly, but a pasted trailing newline should not make them "unknown".
-STRIPPED = ("api_key", "license_key")
+# Lookups are exact, but a pasted trailing newline should not make a credential "unknown" (activations
+# are stored trimmed too, so a padded identifier must match them).
+STRIPPED = ("api_key", "license_key", "identifier")
 
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"

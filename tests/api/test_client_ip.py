@@ -165,3 +165,15 @@ def test_without_trusted_proxies_the_header_is_ignored(shared_client, settings) 
     before = counts()
     assert_envelope(_post(shared_client, world, "198.51.100.7"), 103)
     assert _source_ip_recorded(before) == CLIENT_IP
+
+
+@pytest.mark.parametrize(("hop", "expected"), [
+    ("198.51.100.7:5678", "198.51.100.7"),
+    ("[2001:db8::7]:443", "2001:db8::7"),
+    ("2001:db8::7", "2001:db8::7"),
+])
+def test_forwarded_hops_with_ports_are_understood(hop: str, expected: str) -> None:
+    from api.client_ip import client_ip
+    from domain.access import parse_network
+
+    assert client_ip("10.0.0.1", f"{hop}, 10.0.0.2", (parse_network("10.0.0.0/8"),)) == expected

@@ -34,3 +34,24 @@ def test_created_then_exists_with_signed_envelopes(client, world) -> None:
         rows = session.scalars(select(LicenseKeyMeta).where(LicenseKeyMeta.key == "test-key",
                                                             LicenseKeyMeta.identifier == world.identifier)).all()
     assert [row.id for row in rows] == [body["response"]["meta_id"]]
+
+
+def test_padded_identifier_matches_its_activation(client, world) -> None:
+    response = client.post("/api/v1/create-license-key-meta", data=world.form(identifier=f"  {world.identifier} "))
+    assert response.json()["response"]["code"] == 453
+
+
+def test_wrong_method_gets_a_signed_405_and_is_audited(client, world) -> None:
+    from sqlalchemy import func
+
+    from domain.models import OutboxEvent
+
+    with unit_of_work() as session:
+        before = session.scalar(select(func.count()).select_from(OutboxEvent))
+    response = client.get("/api/v1/create-license-key-meta", params=world.form())
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    body = response.json()
+    assert body["response"]["code"] == 901 and body["response"]["errors"] == {"method": ["use POST, not GET"]}
+    assert verify_envelope(response.content, _public_keys()) == response.headers["x-signature-key-id"]
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxEvent)) == before + 1

@@ -79,12 +79,12 @@ def test_check_blank_is_missing_without_error(name: str, blank: str | None) -> N
     assert errors == {}
 
 
-def test_check_strips_only_credentials() -> None:
+def test_check_strips_lookup_fields_but_stores_key_and_value_verbatim() -> None:
     assert _check("api_key", " k \n", {}) == "k"
     assert _check("license_key", "\tLK ", {}) == "LK"
+    assert _check("identifier", " i ", {}) == "i"  # activations are stored trimmed
     assert _check("key", " k ", {}) == " k "
     assert _check("value", " v ", {}) == " v "
-    assert _check("identifier", " i ", {}) == " i "
 
 
 @pytest.mark.parametrize(("name", "ok", "too_long"), [
