@@ -10,8 +10,9 @@ from fastapi import FastAPI, Request
 from sqlalchemy.exc import OperationalError
 from starlette.responses import JSONResponse
 
-from api import create_meta, health, metrics, public_keys, webhook_endpoints
+from api import create_meta, health, metrics, openapi, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
+from api.rate_limit import RequestRateLimiter
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
 from domain.access import parse_network
@@ -44,11 +45,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds)
         app.state.signer = EnvelopeSigner(store, engine.connect)
         app.state.doorbell = make_doorbell(settings)
+        app.state.rate_limiter = RequestRateLimiter(settings)
         log.info("api.started", database=engine.dialect.name)
         try:
             yield
         finally:
             app.state.doorbell.close()
+            await app.state.rate_limiter.close()
             await engine.dispose()
 
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(public_keys.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    openapi.install(app)
 
     @app.exception_handler(OperationalError)
     async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.client_ip import client_ip
 from api.metrics import record_result_code
+from api.openapi import create_meta_operation
 from api.parsing import BodyRejected, parse_create_meta, read_body
-from domain.codes import Code
+from domain.codes import Code, ExtensionCode
 from domain.create_meta import CreateMetaInput
 from domain.tasks import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
@@ -16,7 +19,7 @@ router = APIRouter()
 PATH = "/api/v1/create-license-key-meta"
 
 
-@router.post(PATH)
+@router.post(PATH, openapi_extra=create_meta_operation())
 async def create_license_key_meta(request: Request) -> Response:
     http_status = None
     try:
@@ -44,9 +47,14 @@ async def _handle(request: Request, values: dict[str, str | None], errors: dict[
     # after the client's must not leave us reading only the client-written first one.
     forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
     source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
+    api_key = values.get("api_key")
+    # Before SPEC step 1: an abusive caller is refused before any lookup of its key or license.
+    limited = await state.rate_limiter.check(api_key, source_ip)
+    if limited is not None:
+        errors, http_status = {}, None
 
     result = await state.create_meta.handle(CreateMetaInput(
-        api_key=values.get("api_key"),
+        api_key=api_key,
         license_key=values.get("license_key"),
         identifier=values.get("identifier"),
         key=values.get("key"),
@@ -55,17 +63,24 @@ async def _handle(request: Request, values: dict[str, str | None], errors: dict[
         user_agent=request.headers.get("user-agent"),
         request_id=request.scope["state"]["request_id"],
         errors=errors,
+        refusal=ExtensionCode.RATE_LIMITED if limited is not None else None,
+        refusal_errors=limited.errors() if limited is not None else {},
     ))
+    if result.code in (Code.INVALID_API_KEY, Code.INACTIVE_API_KEY):
+        await state.rate_limiter.failed_authentication(source_ip)
     record_result_code(request, result.code)
     extras: dict[str, object] = {}
     if result.meta_id is not None:
         extras["meta_id"] = result.meta_id
     if result.errors:
         extras["errors"] = result.errors
+    # respond() reads only int(code), .message and .http_status, which an ExtensionCode has too.
     response = await state.signer.respond(
-        result.code, result.signing_scope, extras=extras,
+        cast(Code, result.code), result.signing_scope, extras=extras,
         http_status=http_status if result.code is Code.INCORRECT_DATA else None,
     )
+    if limited is not None:
+        response.headers["Retry-After"] = str(limited.retry_after)
     if result.event_id is not None:
         # Committed already; ringing only queues in memory, so the response never waits on the broker.
         request_id = request.scope["state"]["request_id"]

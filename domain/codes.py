@@ -58,3 +58,28 @@ _MESSAGES = {
 }
 
 CREATE_META_CAPABILITY = "create-license-key-meta"
+
+
+class ExtensionCode(IntEnum):
+    """keymeta's own codes, outside the vendor's table (SPEC §1 lists only the vendor's).
+
+    Four digits so they can never collide with a vendor code (all three digits); 4290 reads as HTTP 429.
+    Same envelope, same signing, same audit trail as a vendor code.
+    """
+
+    RATE_LIMITED = 4290
+
+    @property
+    def message(self) -> str:
+        return _EXTENSION_MESSAGES[self]
+
+    @property
+    def http_status(self) -> int:
+        return 429
+
+
+_EXTENSION_MESSAGES = {
+    ExtensionCode.RATE_LIMITED: "Too many requests",
+}
+
+AnyCode = Code | ExtensionCode

@@ -24,7 +24,7 @@ from domain.access import (
     load_blocklist,
     parse_address,
 )
-from domain.codes import CREATE_META_CAPABILITY, Code
+from domain.codes import CREATE_META_CAPABILITY, AnyCode, Code, ExtensionCode
 from domain.license_meta import (
     license_decision,
     lookup_license,
@@ -65,11 +65,14 @@ class CreateMetaInput:
     request_id: str
     # Parse or field-limit problems found by the adapter: the request is refused with 901.
     errors: dict[str, list[str]] = field(default_factory=dict)
+    # Refused by the adapter before SPEC step 1 (rate limit): audited and answered with this code.
+    refusal: ExtensionCode | None = None
+    refusal_errors: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class CreateMetaResult:
-    code: Code
+    code: AnyCode
     signing_scope: str
     meta_id: int | None = None
     event_id: int | None = None
@@ -110,6 +113,15 @@ class CreateMetaService:
             "product_id": None,
         }
         async with self._connection() as conn:
+            if request.refusal is not None:
+                # Audited like any refusal; the actor is recorded when the presented key is known (the
+                # same cached digest lookup as step 1), so the trail shows which key hit its limit.
+                if request.api_key is not None:
+                    digest = api_key_digest(request.api_key)
+                    known = await self._api_keys.get(digest, lambda: load_api_key(conn, digest))
+                    context["api_key_id"] = known.id if known is not None else None
+                return await self._refuse(conn, request, context, request.refusal, GLOBAL_SCOPE, now,
+                                          errors=request.refusal_errors)
             if request.errors:
                 return await self._refuse(conn, request, context, Code.INCORRECT_DATA, GLOBAL_SCOPE, now,
                                           errors=request.errors)
@@ -171,7 +183,7 @@ class CreateMetaService:
                                   done.view.signing_scope, now)
 
     async def _refuse(self, conn: AsyncConnection, request: CreateMetaInput, context: dict[str, Any],
-                      code: Code, scope: str, now: dt.datetime,
+                      code: AnyCode, scope: str, now: dt.datetime,
                       errors: dict[str, list[str]] | None = None) -> CreateMetaResult:
         event_id = await add_event_async(conn, META_CREATE_REFUSED, context, request_id=request.request_id,
                                          outcome_code=int(code), now=now)

@@ -68,6 +68,19 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
+    # Rate limits of the signed endpoint (api/rate_limit.py; README "Security"). Off by default so the
+    # embedded default, the test suite and `make bench` (one key, one IP) are unaffected; the values are the
+    # recommended production starting point once KEYMETA_RATE_LIMIT_ENABLED=true. Limit strings use the
+    # `limits` notation ("100/second;6000/minute"); an empty string turns that one limit off.
+    rate_limit_enabled: bool = False
+    rate_limit_per_api_key: str = "100/second;6000/minute"
+    rate_limit_per_ip: str = "50/second;3000/minute"
+    # Requests answered 100/101 (unknown or inactive key) from one IP: brute force is limited much tighter.
+    rate_limit_failed_auth_per_ip: str = "10/minute;100/hour"
+    # memory:// (per process) or redis://host:6379/0 (shared by every API replica).
+    rate_limit_storage_url: str = "memory://"
+    rate_limit_strategy: str = "sliding-window-counter"  # | fixed-window | moving-window
+    rate_limit_key_prefix: str = "keymeta"  # namespace in a shared store (deployments, parallel tests)
 
     @field_validator("trusted_proxies", "webhook_allowed_cidrs", mode="before")
     @classmethod
@@ -82,6 +95,26 @@ class Settings(BaseSettings):
         if not delays or any(delay < 0 for delay in delays):
             raise ValueError("KEYMETA_WEBHOOK_RETRY_SCHEDULE must be comma-separated non-negative seconds")
         return delays
+
+    @field_validator("rate_limit_per_api_key", "rate_limit_per_ip", "rate_limit_failed_auth_per_ip")
+    @classmethod
+    def _check_rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        if value.strip():
+            try:
+                parse_many(value)
+            except ValueError as exc:
+                raise ValueError(f"malformed rate limit {value!r} (e.g. '100/second;6000/minute')") from exc
+        return value.strip()
+
+    @field_validator("rate_limit_strategy")
+    @classmethod
+    def _check_rate_limit_strategy(cls, value: str) -> str:
+        if value not in ("sliding-window-counter", "fixed-window", "moving-window"):
+            raise ValueError(
+                "KEYMETA_RATE_LIMIT_STRATEGY must be sliding-window-counter, fixed-window or moving-window")
+        return value
 
     @field_validator("key_size")
     @classmethod
