@@ -62,6 +62,7 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
     by_id = {e.id: e for e in session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.endpoint_id for r in rows})))}
     claims: list[Claim] = []
+    signing_by_endpoint: dict[int, tuple[list[str], str | None]] = {}
     for row in rows:
         endpoint = by_id.get(row.endpoint_id)
         if row.status == "in_progress":
@@ -73,11 +74,12 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
             row.locked_until = row.next_attempt_at = None
             row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
             continue
-        error = None
-        try:
-            signing = endpoints.signing_secrets(endpoint, master_key, now)
-        except MasterKeyError as exc:
-            signing, error = [], f"cannot sign: {exc}"
+        if endpoint.id not in signing_by_endpoint:  # unsealed once per endpoint and batch
+            try:
+                signing_by_endpoint[endpoint.id] = (endpoints.signing_secrets(endpoint, master_key, now), None)
+            except MasterKeyError as exc:
+                signing_by_endpoint[endpoint.id] = ([], f"cannot sign: {exc}")
+        signing, error = signing_by_endpoint[endpoint.id]
         lease = lease_seconds + (len(claims) // max(parallel, 1)) * attempt_seconds
         row.attempts += 1
         row.status, row.locked_until, row.updated_at = "in_progress", now + dt.timedelta(seconds=lease), now
