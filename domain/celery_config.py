@@ -7,13 +7,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from domain.embedded_broker import SCHEME
 from domain.settings import Settings
 from domain.tasks import QUEUES, queue_for, queue_name
 
 
-def broker_transport_options(settings: Settings) -> dict[str, Any]:
+def broker_url(settings: Settings) -> str:
+    """kombu's plain ``filesystem://`` is swapped for the atomic-publish variant (domain.embedded_broker)."""
     url = settings.effective_broker_url
     if url.startswith("filesystem://"):
+        return f"{SCHEME}://" + url.removeprefix("filesystem://")
+    return url
+
+
+def broker_transport_options(settings: Settings) -> dict[str, Any]:
+    url = broker_url(settings)
+    if url.startswith(f"{SCHEME}://"):
         # The embedded default: message files under ./var/broker, no server. It cannot redeliver a message
         # a killed worker had taken; the outbox ledger and the sweeper make that harmless.
         folder = settings.broker_dir / "messages"
@@ -21,9 +30,11 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         folder.mkdir(parents=True, exist_ok=True)
         processed.mkdir(parents=True, exist_ok=True)
         control = settings.broker_dir / "control"  # broadcast (remote control) messages
+        staging = settings.broker_dir / "staging"  # messages being written, renamed into place when complete
         control.mkdir(parents=True, exist_ok=True)
-        return {"data_folder_in": str(folder), "data_folder_out": str(folder),
-                "processed_folder": str(processed), "store_processed": False, "control_folder": str(control),
+        staging.mkdir(parents=True, exist_ok=True)
+        return {"data_folder_in": str(folder), "data_folder_out": str(folder), "processed_folder": str(processed),
+                "store_processed": False, "control_folder": str(control), "staging_folder": str(staging),
                 # A server-less transport can only poll; 1 s (kombu's default) caps a worker at ~1 msg/s.
                 "polling_interval": 0.05}
     if url.startswith(("redis://", "rediss://")):
@@ -39,7 +50,7 @@ def route_for(settings: Settings, task_name: str) -> str:
 def celery_config(settings: Settings) -> dict[str, Any]:
     settings.var_dir.mkdir(parents=True, exist_ok=True)  # beat keeps its schedule file there
     return {
-        "broker_url": settings.effective_broker_url,
+        "broker_url": broker_url(settings),
         "broker_transport_options": broker_transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 2.0,

@@ -1,0 +1,37 @@
+"""A webhook sink for the pipeline bench: answers 200 and appends "<unix time> <meta_id> <webhook-id>" lines
+to the file named by ``KEYMETA_BENCH_SINK_FILE`` (one process, so appends never interleave)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def create_app() -> Callable[..., Any]:
+    out = open(os.environ["KEYMETA_BENCH_SINK_FILE"], "a", buffering=1)  # noqa: SIM115 - lives with the app
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            try:
+                meta_id = json.loads(body)["data"]["meta_id"]
+            except (ValueError, KeyError, TypeError):
+                meta_id = -1
+            out.write(f"{time.time():.6f} {meta_id} {headers.get(b'webhook-id', b'-').decode()}\n")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
