@@ -21,7 +21,7 @@ SCHEME = "keymeta-fs"
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         staging = self.transport_options.get("staging_folder") or self.data_folder_out
         temporary = os.path.join(staging, f".{name}.tmp")
