@@ -28,6 +28,8 @@ async def create_license_key_meta(request: Request) -> Response:
         values, errors = params.values, params.errors
     except BodyRejected as rejected:
         values, errors, http_status = {}, {"body": [rejected.reason]}, rejected.status
+    except RecursionError:  # json.loads on deeply nested arrays/objects (≈1000+ levels): still a bad body
+        values, errors, http_status = {}, {"body": ["JSON body is nested too deeply"]}, 400
     return await _handle(request, values, errors, http_status)
 
 
