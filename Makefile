@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROCESSES ?= web worker-audit worker-webhooks worker-keys beat
+BENCH_BACKEND ?= embedded
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -32,8 +33,8 @@ test: lint  ## the whole suite; pytest's "no tests collected" (exit 5) is a fail
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: install
-	$(BIN)/python -m bench $(BENCH_ARGS)
+bench: install  ## every figure in one run: BENCH_BACKEND=embedded|postgres-rabbitmq|postgres-redis
+	$(BIN)/python -m bench.all --backend $(BENCH_BACKEND) $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
