@@ -23,12 +23,14 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from bench.world import scratch_postgres_database
 
 
 async def sink_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -136,23 +138,6 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     return fan_out_rate, len(delivery_ids) / delivered, len(delivery_ids), body
 
 
-@contextmanager
-def scratch_postgres(admin_url: str) -> Iterator[str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(admin_url).set(drivername="postgresql")
-    name = f"keymeta_bench_{uuid.uuid4().hex[:10]}"
-    dsn = admin.render_as_string(hide_password=False)
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--endpoints", type=int, default=10)
@@ -166,7 +151,7 @@ def main() -> None:
     sink = start_sink(port)
     workdir = tempfile.TemporaryDirectory(prefix="keymeta-bench-webhooks-")
     if args.postgres:
-        database: Any = scratch_postgres(args.postgres)
+        database: Any = scratch_postgres_database(args.postgres)
     else:
         database = nullcontext(f"sqlite:///{Path(workdir.name) / 'keymeta.db'}")
     try:

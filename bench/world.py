@@ -80,7 +80,7 @@ def _command(pid: int) -> str:
 
 
 @contextmanager
-def _postgres_database(admin_url: str) -> Iterator[str]:
+def scratch_postgres_database(admin_url: str) -> Iterator[str]:
     admin = make_url(admin_url).set(drivername="postgresql")
     dsn = admin.render_as_string(hide_password=False)
     name = f"keymeta_bench_{uuid.uuid4().hex[:12]}"
@@ -98,7 +98,7 @@ def database_url(backend: str, postgres_admin_url: str, temp_dir: Path) -> Itera
     if backend == "sqlite":
         yield f"sqlite:///{temp_dir / 'keymeta.db'}"
     elif backend == "postgres":
-        with _postgres_database(postgres_admin_url) as url:
+        with scratch_postgres_database(postgres_admin_url) as url:
             yield url
     else:
         raise ValueError(f"unknown backend {backend!r}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from domain.settings import Settings, get_settings
 from domain.webhooks import endpoints, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
+from tests import processes
 from tests.conftest import World, make_world
 from tests.webhooks.sink import Sink
 
@@ -52,15 +52,7 @@ def settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05,
                message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
-        time.sleep(interval)
+    return processes.wait_until(predicate, timeout=timeout, interval=interval, message=message)
 
 
 def reconfigure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
