@@ -153,7 +153,8 @@ _SCHEMAS: dict[str, Any] = {
             "required": ["kid", "scope", "state", "alg", "key_size", "pem", "created_at"],
             "properties": {
                 "kid": {"type": "string"},
-                "scope": {"type": "string", "description": "`global` or a product id"},
+                "scope": {"oneOf": [{"type": "string", "enum": ["global"]}, {"type": "integer"}],
+                          "description": "`global` or a product id (integer)"},
                 "state": {"type": "string", "enum": ["pending", "active", "retired", "revoked"]},
                 "alg": {"type": "string", "enum": ["RS256"]},
                 "key_size": {"type": "integer"},
