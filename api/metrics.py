@@ -7,6 +7,11 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set (uvicorn ``--workers N``), prometheus-clie
 counters in files there and ``/metrics`` merges them, so any worker process answers for all of them. The
 directory must exist and be emptied before the server starts. Backlog gauges come from the database at
 scrape time, so they are the same whichever process answers.
+
+Worker-side series (webhook attempts by outcome, attempt durations, endpoints by state, signing-key ages)
+are also read from the database at scrape time (``domain.metrics_queries``): Celery's prefork children
+cannot export in-process counters, and rows are exact and survive restarts. ``keymeta_webhook_attempts_total``
+is a counter kept by an :class:`AttemptTally` per process (each attempt row is read once).
 """
 
 from __future__ import annotations
@@ -19,13 +24,13 @@ import anyio
 from fastapi import APIRouter, Request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.logs import get_logger
-from domain.metrics_queries import Backlog, backlog
+from domain.metrics_queries import DURATION_SAMPLE, DURATION_WINDOW, AttemptTally, Backlog, backlog
 
 log = get_logger("keymeta.metrics")
 router = APIRouter(include_in_schema=False)
@@ -118,6 +123,48 @@ class _BacklogCollector(Collector):
         for status, count in sorted(figures.webhook_deliveries_open.items()):
             deliveries.add_metric([status], count)
         yield deliveries
+        yield from _worker_series(figures)
+
+
+def _worker_series(figures: Backlog) -> Iterator[Metric]:
+    given_up = GaugeMetricFamily("keymeta_webhook_deliveries_given_up",
+                                 "Webhook deliveries that ended without success (failed: retries exhausted or "
+                                 "a permanent refusal; cancelled: endpoint disabled or deleted), by status",
+                                 labels=["status"])
+    for status, count in sorted(figures.webhook_deliveries_given_up.items()):
+        given_up.add_metric([status], count)
+    yield given_up
+    attempts = CounterMetricFamily("keymeta_webhook_attempts",
+                                   "Webhook delivery attempts recorded, by outcome (success, failure, lost)",
+                                   labels=["outcome"])
+    for outcome, count in sorted(figures.webhook_attempts.items()):
+        attempts.add_metric([outcome], count)
+    yield attempts
+    durations = figures.webhook_attempt_durations
+    if durations is not None:
+        window = f"{int(DURATION_WINDOW.total_seconds() // 60)} minutes"
+        sample = GaugeMetricFamily("keymeta_webhook_attempt_duration_sample_attempts",
+                                   f"Attempts behind keymeta_webhook_attempt_duration_seconds (last {window}, "
+                                   f"at most the newest {DURATION_SAMPLE})")
+        sample.add_metric([], durations.count)
+        yield sample
+        if durations.quantiles:
+            quantiles = GaugeMetricFamily("keymeta_webhook_attempt_duration_seconds",
+                                          f"Webhook attempt duration quantiles over the attempts started in the "
+                                          f"last {window} (at most the newest {DURATION_SAMPLE}; lost excluded)",
+                                          labels=["quantile"])
+            for q, value in sorted(durations.quantiles.items()):
+                quantiles.add_metric([f"{q:g}"], value)
+            yield quantiles
+    endpoints = GaugeMetricFamily("keymeta_webhook_endpoints", "Webhook endpoints by state", labels=["state"])
+    for state, count in sorted(figures.webhook_endpoints.items()):
+        endpoints.add_metric([state], count)
+    yield endpoints
+    keys = GaugeMetricFamily("keymeta_signing_key_age_seconds",
+                             "Time since the active signing key of each scope was activated", labels=["scope"])
+    for scope, age in sorted(figures.signing_key_ages_seconds.items()):
+        keys.add_metric([scope], age)
+    yield keys
 
 
 def _process_registry() -> CollectorRegistry:
@@ -130,11 +177,19 @@ def _process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
+def _tally(request: Request) -> AttemptTally:
+    state = request.app.state
+    tally = getattr(state, "metrics_attempt_tally", None)
+    if not isinstance(tally, AttemptTally):
+        tally = state.metrics_attempt_tally = AttemptTally()
+    return tally
+
+
 async def _read_backlog(request: Request) -> Backlog | None:
     try:
         with anyio.fail_after(BACKLOG_TIMEOUT_SECONDS):
             async with request.app.state.engine.connect() as connection:
-                return await backlog(connection)
+                return await backlog(connection, tally=_tally(request))
     except Exception as exc:  # noqa: BLE001 — a scrape must still return the HTTP metrics
         log.warning("metrics.backlog_failed", error=repr(exc))
         return None
