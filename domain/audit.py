@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -111,12 +111,31 @@ def lock_chain(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
 
 
+REQUEST_IDS_LOGGED = 20  # a summary line names at most this many request ids
+
+
+def request_id_fields(request_ids: list[str]) -> dict[str, Any]:
+    """Log fields of a batch summary line: ``request_ids`` (capped), and ``request_id`` when there is one.
+
+    A task's message carries a request id only when it was rung for a single item, so a batch line names
+    the request ids of the rows it handled instead; per-row lines carry their own ``request_id``.
+    """
+    fields: dict[str, Any] = {"request_ids": request_ids[:REQUEST_IDS_LOGGED]}
+    if len(request_ids) > REQUEST_IDS_LOGGED:
+        fields["request_ids_omitted"] = len(request_ids) - REQUEST_IDS_LOGGED
+    if len(request_ids) == 1:
+        fields["request_id"] = request_ids[0]
+    return fields
+
+
 @dataclass(frozen=True)
 class RecordOutcome:
     appended: int
     already_done: int
     poison: int
     unknown: int
+    # Distinct request ids of the batch's events, in event order (a batch may serve several requests).
+    request_ids: list[str] = field(default_factory=list)
 
 
 def record_events(session: Session, event_ids: list[int], now: dt.datetime | None = None) -> RecordOutcome:
@@ -142,7 +161,7 @@ def record_events(session: Session, event_ids: list[int], now: dt.datetime | Non
             try:
                 fields = fields_from_event(event)
             except ValueError as exc:
-                log.error("audit.poison_event", event_id=event.id, error=str(exc))
+                log.error("audit.poison_event", event_id=event.id, error=str(exc), request_id=event.request_id)
                 fields = poison_fields(event, str(exc))
                 poison += 1
             seq += 1
@@ -151,6 +170,8 @@ def record_events(session: Session, event_ids: list[int], now: dt.datetime | Non
             session.add(AuditRecord(**fields, prev_hash=prev_hash, hash=digest))
             prev_hash = digest
             appended += 1
+            log.debug("audit.event_recorded", event_id=event.id, seq=seq, action=fields["action"],
+                      request_id=event.request_id)
             if fields.get("actor_api_key_id") is not None:
                 key_id = fields["actor_api_key_id"]
                 last_used[key_id] = max(last_used.get(key_id, event.created_at), event.created_at)
@@ -162,7 +183,9 @@ def record_events(session: Session, event_ids: list[int], now: dt.datetime | Non
                         .where((ApiKey.last_used_at.is_(None)) | (ApiKey.last_used_at < used_at))
                         .values(last_used_at=used_at))
     session.flush()
-    return RecordOutcome(appended=appended, already_done=done, poison=poison, unknown=unknown)
+    request_ids = list(dict.fromkeys(e.request_id for e in events if e.request_id))
+    return RecordOutcome(appended=appended, already_done=done, poison=poison, unknown=unknown,
+                         request_ids=request_ids)
 
 
 @dataclass(frozen=True)

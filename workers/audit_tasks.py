@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.audit import record_events
+from domain.audit import record_events, request_id_fields
 from domain.db import unit_of_work
 from domain.logs import get_logger
 from domain.tasks import AUDIT_RECORD
@@ -22,4 +22,4 @@ def record(event_ids: Any) -> None:
     with unit_of_work() as session:
         outcome = record_events(session, ids)
     log.info("audit.recorded", appended=outcome.appended, already_done=outcome.already_done,
-             poison=outcome.poison, unknown=outcome.unknown)
+             poison=outcome.poison, unknown=outcome.unknown, **request_id_fields(outcome.request_ids))

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Task
 
+from domain.audit import request_id_fields
 from domain.db import unit_of_work
 from domain.logs import get_logger
 from domain.settings import get_settings
@@ -32,10 +33,13 @@ def fan_out(self: Task, event_ids: Any) -> None:
     ids = row_ids(WEBHOOKS_FAN_OUT, event_ids)
     if not ids:
         return
-    delivery_ids = runner.fan_out_events(ids)
-    if delivery_ids:
-        doorbell().ring(WEBHOOKS_DELIVER, delivery_ids, _request_id(self))
-    log.info("webhooks.fanned_out", events=len(ids), deliveries=len(delivery_ids))
+    result = runner.fan_out_report(ids)
+    if result.delivery_ids:
+        # Events of one request: pass its id on even when this message carried none (a re-ring, a batch).
+        only = result.request_ids[0] if len(result.request_ids) == 1 else None
+        doorbell().ring(WEBHOOKS_DELIVER, result.delivery_ids, _request_id(self) or only)
+    log.info("webhooks.fanned_out", events=len(ids), deliveries=len(result.delivery_ids),
+             **request_id_fields(result.request_ids))
 
 
 @celery_app.task(name=WEBHOOKS_DELIVER, bind=True)
@@ -47,7 +51,8 @@ def deliver(self: Task, delivery_ids: Any) -> None:
     if report.audit_event_ids:
         doorbell().ring(AUDIT_RECORD, report.audit_event_ids, _request_id(self))
     if report.claimed:
-        log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes)
+        log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes,
+                 **request_id_fields(report.request_ids))
 
 
 @celery_app.task(name=SWEEP_DELIVERIES)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from domain.logs import get_logger
 from domain.master_key import MasterKeyError
-from domain.models import utcnow
+from domain.models import OutboxEvent, utcnow
 from domain.webhooks import audit_events, endpoints, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.webhooks.policy import FAILED, PENDING, SUCCEEDED, RetryPolicy, decide
@@ -36,6 +36,7 @@ class Claim:
     body: bytes
     secrets: list[str]
     error: str | None = None  # set when the attempt cannot even be made (e.g. the secret cannot be opened)
+    request_id: str | None = None  # of the API request behind the event (for logs; None once pruned)
 
 
 def _due(now: dt.datetime) -> ColumnElement[bool]:
@@ -61,6 +62,9 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
         return []
     by_id = {e.id: e for e in session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.id.in_({r.endpoint_id for r in rows})))}
+    # The request that caused each event, for the attempt log lines (outbox rows may have been pruned).
+    request_ids: dict[int, str | None] = {event_id: request_id for event_id, request_id in session.execute(
+        select(OutboxEvent.id, OutboxEvent.request_id).where(OutboxEvent.id.in_({r.event_id for r in rows})))}
     claims: list[Claim] = []
     signing_by_endpoint: dict[int, tuple[list[str], str | None]] = {}
     for row in rows:
@@ -69,6 +73,8 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
             session.add(WebhookAttempt(
                 delivery_id=row.id, attempt_no=row.attempts, started_at=row.updated_at, duration_ms=0,
                 outcome="lost", error="the worker was lost during this attempt (lease expired); outcome unknown"))
+            log.warning("webhooks.attempt", delivery_id=row.id, endpoint_id=row.endpoint_id,
+                        attempt_no=row.attempts, outcome="lost", request_id=request_ids.get(row.event_id))
         if endpoint is None or not endpoint.enabled:
             row.status, row.completed_at, row.updated_at = "cancelled", now, now
             row.locked_until = row.next_attempt_at = None
@@ -85,7 +91,7 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
         row.status, row.locked_until, row.updated_at = "in_progress", now + dt.timedelta(seconds=lease), now
         claims.append(Claim(delivery_id=row.id, endpoint_id=row.endpoint_id, attempt_no=row.attempts,
                             url=endpoint.url, msg_id=row.msg_id, body=row.body.encode("utf-8"),
-                            secrets=signing, error=error))
+                            secrets=signing, error=error, request_id=request_ids.get(row.event_id)))
     session.flush()
     return claims
 

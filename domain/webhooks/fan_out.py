@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Insert, select, update
@@ -93,6 +93,7 @@ def _insert_ignoring_duplicates(session: Session) -> Insert:
 class FanOutResult:
     events: int  # events fanned out by this call
     delivery_ids: list[int]  # new deliveries: ring webhooks.deliver for these after commit
+    request_ids: list[str] = field(default_factory=list)  # distinct, of the events fanned out (for logs)
 
 
 def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None = None) -> FanOutResult:
@@ -129,4 +130,4 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
     session.execute(update(OutboxEvent).where(OutboxEvent.id.in_([e.id for e in events]))
                     .values(fanned_out_at=now))
     session.flush()
-    return FanOutResult(len(events), delivery_ids)
+    return FanOutResult(len(events), delivery_ids, list(dict.fromkeys(e.request_id for e in events if e.request_id)))

@@ -8,6 +8,7 @@ then one short transaction per recorded attempt.
 from __future__ import annotations
 
 import concurrent.futures
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,13 @@ def send_limits(settings: Settings) -> SendLimits:
 
 def fan_out_events(event_ids: Sequence[int]) -> list[int]:
     """Delivery ids created (ring ``webhooks.deliver`` for them)."""
+    return fan_out_report(event_ids).delivery_ids
+
+
+def fan_out_report(event_ids: Sequence[int]) -> fan_out.FanOutResult:
+    """Like :func:`fan_out_events`, with the request ids of the events fanned out (for the task's log line)."""
     with unit_of_work() as session:
-        return fan_out.fan_out(session, event_ids).delivery_ids
+        return fan_out.fan_out(session, event_ids)
 
 
 def sweep_deliveries(settings: Settings | None = None) -> list[int]:
@@ -60,6 +66,26 @@ class DeliverReport:
     claimed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     audit_event_ids: list[int] = field(default_factory=list)  # ring ``audit.record`` for these
+    request_ids: list[str] = field(default_factory=list)  # distinct, of the claimed deliveries' events
+
+
+def error_kind(error: str | None) -> str | None:
+    """The leading words of an attempt's error ("connect timeout", "address refused", …) for the log line.
+
+    The full text stays in the attempt row: it may quote a redirect's Location or an exception message.
+    """
+    if error is None:
+        return None
+    return re.split(r"[:(;]", error, maxsplit=1)[0].strip()[:64] or None
+
+
+def log_attempt(claim: delivery.Claim, result: SendResult, recorded_status: str) -> None:
+    """One line per attempt. Never the URL, the secret, the signature, the body or the response."""
+    (log.info if result.ok else log.warning)(
+        "webhooks.attempt", delivery_id=claim.delivery_id, endpoint_id=claim.endpoint_id,
+        attempt_no=claim.attempt_no, outcome="success" if result.ok else "failure",
+        status_code=result.status_code, duration_ms=result.duration_ms, delivery_status=recorded_status,
+        error_kind=error_kind(result.error), request_id=claim.request_id)
 
 
 def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> DeliverReport:
@@ -73,7 +99,8 @@ def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> De
         claims = delivery.claim(session, delivery_ids, master_key=master_key,
                                 lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
                                 parallel=parallel, attempt_seconds=per_attempt)
-    report = DeliverReport(claimed=len(claims))
+    report = DeliverReport(claimed=len(claims),
+                           request_ids=list(dict.fromkeys(c.request_id for c in claims if c.request_id)))
     if not claims:
         return report
 
@@ -92,7 +119,8 @@ def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> De
         except OperationalError as exc:  # e.g. a deadlock victim: record one by one instead
             log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
             recorded = [item for result in results for item in record_group([result])]
-        for item in recorded:
+        for (claim_, result), item in zip(results, recorded, strict=True):
+            log_attempt(claim_, result, item.status)
             report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
             report.audit_event_ids.extend(item.audit_event_ids)
 

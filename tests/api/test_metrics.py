@@ -9,8 +9,10 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, func, select, update
 from starlette.testclient import TestClient
@@ -126,12 +128,26 @@ def test_multiprocess_mode_merges_processes(tmp_path: Path) -> None:
     assert 'keymeta_http_requests_total{code="453",method="POST",path="/x",status="200"} 5.0' in shown
 
 
+_created_endpoints: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _remove_endpoints() -> Iterator[None]:
+    """This module's endpoints (and their deliveries and attempts) do not outlive the test."""
+    yield
+    if _created_endpoints:
+        with unit_of_work() as session:
+            session.execute(delete(WebhookEndpoint).where(WebhookEndpoint.id.in_(_created_endpoints)))
+        _created_endpoints.clear()
+
+
 def _endpoint(session: object, *, enabled: bool = True) -> WebhookEndpoint:
     token = uuid.uuid4().hex
     row = WebhookEndpoint(url=f"https://hooks.example.com/{token}", event_types=["*"], fingerprint=token,
                           enabled=enabled, disabled_reason=None if enabled else "test", secret_encrypted=b"sealed")
     session.add(row)  # type: ignore[attr-defined]
     session.flush()  # type: ignore[attr-defined]
+    _created_endpoints.append(row.id)
     return row
 
 
