@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -30,6 +30,9 @@ from domain.tasks import WEBHOOKS_DELIVER
 from domain.webhooks import endpoints, replay, ssrf
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DELIVERY_STATUSES
+
+# Ids are BIGINT: anything outside 1..2^63-1 is a 422, never a database overflow.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/api/v1/webhook-endpoints", tags=["webhooks"])
 T = TypeVar("T")
@@ -150,12 +153,12 @@ async def create_endpoint(body: EndpointIn, request: Request, actor: AdminActor)
 
 
 @router.get("/{endpoint_id}")
-async def get_endpoint(endpoint_id: int, actor: AdminActor) -> dict[str, Any]:
+async def get_endpoint(endpoint_id: RowId, actor: AdminActor) -> dict[str, Any]:
     return await in_transaction(lambda s: endpoints.view(endpoints.get_endpoint(s, endpoint_id)))
 
 
 @router.patch("/{endpoint_id}")
-async def update_endpoint(endpoint_id: int, body: EndpointPatch, request: Request,
+async def update_endpoint(endpoint_id: RowId, body: EndpointPatch, request: Request,
                           actor: AdminActor) -> dict[str, Any]:
     allowed = _allowed(request)
 
@@ -168,13 +171,13 @@ async def update_endpoint(endpoint_id: int, body: EndpointPatch, request: Reques
 
 
 @router.delete("/{endpoint_id}", status_code=204)
-async def delete_endpoint(endpoint_id: int, actor: AdminActor) -> Response:
+async def delete_endpoint(endpoint_id: RowId, actor: AdminActor) -> Response:
     await in_transaction(lambda s: endpoints.delete_endpoint(s, endpoint_id, actor))
     return Response(status_code=204)
 
 
 @router.post("/{endpoint_id}/rotate-secret")
-async def rotate_secret(endpoint_id: int, request: Request, actor: AdminActor,
+async def rotate_secret(endpoint_id: RowId, request: Request, actor: AdminActor,
                         body: RotateIn | None = None) -> dict[str, Any]:
     settings = request.app.state.settings
     master_key = load_master_key(settings)
@@ -190,7 +193,7 @@ async def rotate_secret(endpoint_id: int, request: Request, actor: AdminActor,
 
 
 @router.get("/{endpoint_id}/deliveries")
-async def list_deliveries(endpoint_id: int, actor: AdminActor,
+async def list_deliveries(endpoint_id: RowId, actor: AdminActor,
                           status: Annotated[str | None, Query(pattern="|".join(DELIVERY_STATUSES))] = None,
                           limit: Annotated[int, Query(ge=1, le=replay.MAX_LIST)] = 50,
                           before_id: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
@@ -200,7 +203,8 @@ async def list_deliveries(endpoint_id: int, actor: AdminActor,
 
 
 @router.post("/{endpoint_id}/deliveries/{delivery_id}/replay", status_code=202)
-async def replay_delivery(endpoint_id: int, delivery_id: int, request: Request, actor: AdminActor) -> dict[str, Any]:
+async def replay_delivery(endpoint_id: RowId, delivery_id: RowId, request: Request,
+                          actor: AdminActor) -> dict[str, Any]:
     def work(session: Any) -> dict[str, Any]:
         row = replay.replay_delivery(session, delivery_id, actor, endpoint_id=endpoint_id)
         replay.mark_rung(session, [row.id])
@@ -212,7 +216,7 @@ async def replay_delivery(endpoint_id: int, delivery_id: int, request: Request, 
 
 
 @router.post("/{endpoint_id}/replay", status_code=202)
-async def replay_since(endpoint_id: int, body: ReplaySinceIn, request: Request, actor: AdminActor) -> dict[str, Any]:
+async def replay_since(endpoint_id: RowId, body: ReplaySinceIn, request: Request, actor: AdminActor) -> dict[str, Any]:
     def work(session: Any) -> list[int]:
         ids = replay.replay_since(session, _utc(body.since), actor,
                                   until=_utc(body.until) if body.until else None, endpoint_id=endpoint_id)

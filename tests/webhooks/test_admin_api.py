@@ -148,3 +148,16 @@ def test_deliveries_with_attempts_and_replay(admin: tuple[TestClient, int], worl
     since = client.post(f"{BASE}/{endpoint['id']}/replay", json={"since": "2000-01-01T00:00:00Z"})
     assert since.status_code == 202 and since.json()["count"] >= 1
     assert client.post(f"{BASE}/{endpoint['id']}/replay", json={"since": "yesterday"}).status_code == 422
+
+
+@pytest.mark.parametrize("path", ["/api/v1/webhook-endpoints/99999999999999999999",
+                                  "/api/v1/webhook-endpoints/1/deliveries/99999999999999999999/replay",
+                                  "/api/v1/webhook-endpoints/0"])
+def test_ids_outside_bigint_are_422_not_a_server_error(client, path: str) -> None:
+    from domain import api_keys
+    from domain.db import unit_of_work
+
+    with unit_of_work() as session:
+        secret = api_keys.create_api_key(session, name="ids", capabilities=["manage-webhooks"]).secret
+    method = client.post if path.endswith("/replay") else client.get
+    assert method(path, headers={"Authorization": f"Bearer {secret}"}).status_code == 422
