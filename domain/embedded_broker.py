@@ -4,6 +4,11 @@ kombu's own ``_put`` creates the message file under its final name and only then
 consumer polling the folder may already move it away: it then reads an empty file and the worker dies on
 the JSON error (seen under load). Here a message is written under a temporary name in a staging folder on
 the same file system and renamed into place, so a consumer only ever sees complete messages.
+
+The same holds for an exchange's binding table: kombu creates it with ``open("wb")`` and locks it only
+afterwards, so a process declaring the same queue at that moment (API and workers start together) reads an
+empty table. Here the table is first created complete (``[]``) with an atomic link, and kombu's locked
+read-modify-write then always applies.
 """
 
 from __future__ import annotations
@@ -31,6 +36,21 @@ class Channel(filesystem.Channel):
             os.replace(temporary, os.path.join(self.data_folder_out, name))  # atomic on one file system
         except OSError as exc:
             raise filesystem.ChannelError(f"cannot add message {name!r} to the queue folder") from exc
+
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        table = self._exchange_file(exchange)
+        self.control_folder.mkdir(parents=True, exist_ok=True)
+        if not table.exists():
+            temporary = self.control_folder / f".{uuid.uuid4()}.exchange.tmp"
+            temporary.write_bytes(b"[]")
+            try:
+                os.link(temporary, table)  # fails if another process created it first: theirs stands
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
 
 class Transport(filesystem.Transport):

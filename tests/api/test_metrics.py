@@ -132,8 +132,9 @@ _created_endpoints: list[int] = []
 
 
 @pytest.fixture(autouse=True)
-def _remove_endpoints() -> Iterator[None]:
-    """This module's endpoints (and their deliveries and attempts) do not outlive the test."""
+def _remove_endpoints(settings: Settings) -> Iterator[None]:
+    """This module's endpoints (and their deliveries and attempts) do not outlive the test. Depends on
+    ``settings`` so that it runs while the test's database is still the configured one."""
     yield
     if _created_endpoints:
         with unit_of_work() as session:

@@ -37,6 +37,8 @@ def test_concurrent_producer_and_consumer_lose_and_corrupt_nothing(tmp_path: Pat
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
+    with Connection(broker_url(settings), transport_options=options) as conn:
+        conn.SimpleQueue(queue).close()  # declare the binding once, before the race this test is about
     consumer = threading.Thread(target=consume)
     consumer.start()
     with Connection(broker_url(settings), transport_options=options) as conn:
@@ -46,3 +48,28 @@ def test_concurrent_producer_and_consumer_lose_and_corrupt_nothing(tmp_path: Pat
     consumer.join(60)
     assert not errors, errors
     assert sorted(received) == list(range(total))
+
+
+def test_concurrent_declarations_of_one_exchange_keep_every_binding(tmp_path: Path) -> None:
+    settings = Settings(var_dir=tmp_path)
+    options = broker_transport_options(settings)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def declare(n: int) -> None:
+        try:
+            with Connection(broker_url(settings), transport_options=options) as conn:
+                barrier.wait(10)
+                Queue(f"q{n}", Exchange("shared"), routing_key=f"q{n}")(conn.default_channel).declare()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=declare, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    with Connection(broker_url(settings), transport_options=options) as conn:
+        table = conn.default_channel.get_table("shared")
+    assert sorted(binding.queue for binding in table) == [f"q{n}" for n in range(8)]
