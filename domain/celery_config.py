@@ -68,6 +68,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": queue_name("sweep", settings.queue_prefix),
         "task_create_missing_queues": True,
         "task_queue_names": [queue_name(q, settings.queue_prefix) for q in QUEUES],
+        # The remote-control (pidbox) queue of a worker must survive a broker blip: exclusive, it stays locked
+        # by the dead connection until the broker notices, and the reconnecting worker dies on RESOURCE_LOCKED.
+        # Non-exclusive with an expiry, an orphan disappears a minute after its worker did.
+        "control_queue_exclusive": False,
+        "control_queue_expires": 60.0,
         "worker_hijack_root_logger": False,
         "worker_send_task_events": False,
         "beat_schedule_filename": str((settings.var_dir / "celerybeat-schedule").resolve()),

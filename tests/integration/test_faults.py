@@ -31,6 +31,7 @@ def test_broker_outage_neither_fails_the_453_nor_loses_an_event(real_stack) -> N
 
     wait_until(lambda: audit_count() == 43, timeout=40, message="records after the broker returned")
     assert_audit_complete(43)
+    assert all(proc.alive() for proc in real_stack.procs), "every process survived the broker outage"
     assert cli("audit", "verify", env=real_stack.env).returncode == 0
 
 
@@ -83,3 +84,4 @@ def test_api_killed_before_ringing_is_covered_by_the_sweeper(real_stack) -> None
 
     wait_until(lambda: audit_count() == 10, timeout=120, message="sweeper to deliver the events")
     assert_audit_complete(10)
+    assert all(proc.alive() for proc in real_stack.procs if proc is not api), "workers survived the outage"
