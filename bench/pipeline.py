@@ -197,9 +197,11 @@ def run(args: argparse.Namespace) -> PipelineReport:
         celery = str(Path(sys.executable).parent / "celery")
         prefix = env["KEYMETA_QUEUE_PREFIX"]
         for name, queues in WORKERS.items():
+            pool = ["--pool", "threads", "--concurrency", str(args.webhook_threads)] \
+                if name == "webhooks" and args.webhook_threads else ["--concurrency", str(args.worker_concurrency)]
             processes[f"worker-{name}"] = stack.enter_context(started(
                 f"worker-{name}", [celery, "-A", "workers.app", "worker", "-Q", ",".join(prefix + q for q in queues),
-                                   "-n", f"{name}@%h", "--concurrency", str(args.worker_concurrency),
+                                   "-n", f"{name}@%h", *pool,
                                    "--without-gossip", "--without-mingle", "-l", "WARNING"], child_env(env), log_dir))
         processes["beat"] = stack.enter_context(started("beat", [celery, "-A", "workers.app", "beat", "-l", "WARNING"],
                                                         child_env(env), log_dir))
@@ -264,6 +266,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--endpoints", type=int, default=3, help="webhook endpoints subscribed to every event")
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--webhook-threads", type=int, default=16,
+                        help="thread pool size of the webhook worker, as in the Procfile (0: prefork like the others)")
     parser.add_argument("--settle", type=float, default=60.0, help="how long to wait for the follow-up work")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -68,7 +68,8 @@ def make_sync_engine(settings: Settings | None = None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # Room for a thread-pool worker (the webhook worker runs 16 task threads, each wanting a connection).
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
 
 
 def make_async_engine(settings: Settings | None = None, pool_size: int = 20) -> AsyncEngine:

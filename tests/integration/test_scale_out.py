@@ -50,7 +50,7 @@ def test_replicas_and_worker_pools_process_a_burst_exactly_once(rabbit_stack, mo
                                           allowed=ssrf.parse_allowed(settings.webhook_allowed_cidrs))
         world = make_world()
         for i in range(3):
-            stack.worker("webhooks", name=f"webhooks{i}", concurrency=2)
+            stack.worker("webhooks", name=f"webhooks{i}", concurrency=8, pool="threads")  # as the Procfile
         for i in range(2):
             stack.worker("audit", name=f"audit{i}", concurrency=2)
         stack.worker("sweep", "keys", name="sweep")
