@@ -81,7 +81,17 @@ def rotate(scope: str, immediate: bool) -> dict[str, Any]:
     return {**_scope_summary(resolved), "transitions": _transitions(outcome)}
 
 
-@signing_keys.command("revoke")
+class KidArgumentCommand(click.Command):
+    """A kid is base64url and may begin with "-": every word but this command's own options is the kid,
+    never an option (``-gX…`` would otherwise be read as the short options ``-g``, ``-X``, … even ``-h``)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        own = {name for param in self.get_params(ctx) for name in param.opts if name.startswith("-")}
+        options = [arg for arg in args if arg in own]
+        return super().parse_args(ctx, [*options, "--", *(arg for arg in args if arg not in own)])
+
+
+@signing_keys.command("revoke", cls=KidArgumentCommand)
 @click.argument("kid")
 @json_option
 def revoke(kid: str) -> dict[str, Any]:

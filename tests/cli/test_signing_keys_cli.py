@@ -262,3 +262,8 @@ def test_verify_fetches_public_keys_from_a_running_api(signed: dict[str, Any], l
     result = ok_json("verify", signed["path"], "--url", live_api)
     assert (result["kid"], result["state"], result["keys_from"]) == (signed["kid"], "active", live_api)
     assert ok_json("verify", signed["path"], "--url", f"{live_api}/.well-known/jwks.json")["kid"] == signed["kid"]
+
+
+def test_a_kid_that_begins_with_a_dash_is_an_argument_not_an_option(settings: Settings) -> None:
+    line = fails("signing-keys", "revoke", "-gNoSuchKidButShapedLikeOne", "--json")
+    assert "-gNoSuchKidButShapedLikeOne" in line and "option" not in line
