@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -28,8 +26,6 @@ async def create_license_key_meta(request: Request) -> Response:
         values, errors = params.values, params.errors
     except BodyRejected as rejected:
         values, errors, http_status = {}, {"body": [rejected.reason]}, rejected.status
-    except RecursionError:  # json.loads on deeply nested arrays/objects (≈1000+ levels): still a bad body
-        values, errors, http_status = {}, {"body": ["JSON body is nested too deeply"]}, 400
     return await _handle(request, values, errors, http_status)
 
 
@@ -76,9 +72,8 @@ async def _handle(request: Request, values: dict[str, str | None], errors: dict[
         extras["meta_id"] = result.meta_id
     if result.errors:
         extras["errors"] = result.errors
-    # respond() reads only int(code), .message and .http_status, which an ExtensionCode has too.
     response = await state.signer.respond(
-        cast(Code, result.code), result.signing_scope, extras=extras,
+        result.code, result.signing_scope, extras=extras,
         http_status=http_status if result.code is Code.INCORRECT_DATA else None,
     )
     if limited is not None:

@@ -85,6 +85,8 @@ async def _body_params(request: Request, body: bytes) -> list[tuple[str, object]
             raise BodyRejected(400, "JSON body is not valid UTF-8") from exc
         except ValueError as exc:
             raise BodyRejected(400, "body is not valid JSON") from exc
+        except RecursionError as exc:  # ≈1000+ levels of nested arrays/objects: still just a bad body
+            raise BodyRejected(400, "JSON body is nested too deeply") from exc
         if not isinstance(parsed, dict):
             raise BodyRejected(400, "JSON body must be an object")
         return list(parsed.items())

@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from domain.codes import Code
+from domain.codes import AnyCode
 from domain.envelope import encode_response, php_json, response_object
 from domain.signing_keys import GLOBAL_SCOPE, SignerStore
 
@@ -21,7 +21,7 @@ class EnvelopeSigner:
         self._store = store
         self._conn_factory = conn_factory
 
-    async def respond(self, code: Code, scope: str, *, http_status: int | None = None,
+    async def respond(self, code: AnyCode, scope: str, *, http_status: int | None = None,
                       extras: dict[str, Any] | None = None) -> Response:
         now = time.monotonic()
         signer = None
