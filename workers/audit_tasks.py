@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.audit import record_events, request_id_fields
+from domain.audit import record_events
 from domain.db import unit_of_work
-from domain.logs import get_logger
+from domain.logs import get_logger, request_id_fields
 from domain.tasks import AUDIT_RECORD
 from workers.app import celery_app
 from workers.validation import row_ids

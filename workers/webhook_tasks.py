@@ -11,9 +11,8 @@ from typing import Any
 
 from celery import Task
 
-from domain.audit import request_id_fields
 from domain.db import unit_of_work
-from domain.logs import get_logger
+from domain.logs import get_logger, request_id_fields
 from domain.settings import get_settings
 from domain.tasks import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
 from domain.webhooks import replay, runner
