@@ -95,6 +95,12 @@ class Stack:
             "-n", f"{name}-{len(self.procs)}@%h", "--concurrency", str(concurrency), "--pool", pool,
             "--without-gossip", "--without-mingle", "-l", "INFO"])
 
+    def audit_pipeline(self) -> None:
+        """What the audit log needs to run: an audit worker, a sweep worker and beat (the sweeper)."""
+        self.worker("audit", name="audit")
+        self.worker("sweep", name="sweep")
+        self.beat()
+
     def beat(self) -> Proc:
         return self.start("beat", [str(BIN / "celery"), "-A", "workers.app", "beat", "-l", "INFO"])
 

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.integration
 
 def test_broker_outage_neither_fails_the_453_nor_loses_an_event(real_stack) -> None:
     world = make_world()
-    real_stack.worker("audit", name="audit")
-    real_stack.worker("sweep", name="sweep")
-    real_stack.beat()
+    real_stack.audit_pipeline()
     _, base = real_stack.api()
     assert [r.json()["response"]["code"] for r in create_many(base, world, 3)] == [453] * 3
     wait_until(lambda: audit_count() == 3, timeout=60, message="first records")
@@ -63,18 +61,14 @@ def test_worker_killed_while_draining_loses_nothing_and_duplicates_nothing(stack
     doomed.kill()
     assert audit_count() < total, "the worker was killed before it finished"
 
-    stack.worker("audit", name="audit")
-    stack.worker("sweep", name="sweep")
-    stack.beat()
+    stack.audit_pipeline()
     wait_until(lambda: audit_count() == total, timeout=120, message="every record after the kill")
     assert_audit_complete(total)
 
 
 def test_api_killed_before_ringing_is_covered_by_the_sweeper(real_stack) -> None:
     world = make_world()
-    real_stack.worker("audit", name="audit")
-    real_stack.worker("sweep", name="sweep")
-    real_stack.beat()
+    real_stack.audit_pipeline()
     api, base = real_stack.api()
 
     real_stack.proxy.cut()  # the API cannot ring...

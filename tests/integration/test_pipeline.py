@@ -18,9 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_every_request_becomes_exactly_one_audit_record(stack) -> None:
     world = make_world()
-    stack.worker("audit", name="audit")
-    stack.worker("sweep", name="sweep")
-    stack.beat()
+    stack.audit_pipeline()
     _, base = stack.api()
 
     created = create_many(base, world, 12)
