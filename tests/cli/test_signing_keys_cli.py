@@ -8,7 +8,6 @@ import json
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from domain.models import SigningKey, utcnow
 from domain.settings import Settings, get_settings
 from domain.signing_keys import GLOBAL_SCOPE, product_scope
 from tests.conftest import make_world
+from tests.processes import wait_until
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 
@@ -246,9 +246,8 @@ def live_api(settings: Settings) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)  # polling a condition (uvicorn offers no event to wait on), bounded by the deadline
+    # uvicorn offers no event to wait on; stop early if its thread died.
+    wait_until(lambda: server.started or not thread.is_alive(), timeout=15, interval=0.02, message="the API")
     assert server.started, "the API did not start"
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"

@@ -7,9 +7,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
-from sqlalchemy.engine import make_url
 
 from domain.db import reset_engines
 from domain.settings import get_settings
@@ -42,9 +42,8 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
         proxy = None
         if broker != "embedded":
             # Clients reach the broker through a proxy the fault tests can cut.
-            real = make_url(_broker_url(broker)) if broker == "rabbitmq" else None
             url = _broker_url(broker)
-            host_port = (real.host, real.port or 5672) if real is not None else _redis_host_port(url)
+            host_port = _host_port(url, default_port=5672 if broker == "rabbitmq" else 6379)
             proxy = TcpProxy(*host_port)
             extra["KEYMETA_BROKER_URL"] = url.replace(f"{host_port[0]}:{host_port[1]}", f"127.0.0.1:{proxy.port}")
         configure(monkeypatch, database_url, master_key_text, tmp_path / "var", **extra)
@@ -61,10 +60,9 @@ def make_stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pyte
             get_settings.cache_clear()
 
 
-def _redis_host_port(url: str) -> tuple[str, int]:
-    rest = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = rest.partition(":")
-    return host, int(port or 6379)
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
 
 
 def _delete_queues(broker: str, prefix: str) -> None:
