@@ -10,7 +10,6 @@ A real scenario, without a broker: create-meta requests through the in-process a
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from domain.tasks import WEBHOOKS_DELIVER
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ENDPOINT
 from tests.conftest import make_world
+from tests.logcapture import uncache_loggers
 from tests.webhooks.conftest import WEBHOOK_ENV, reconfigure, register
 from tests.webhooks.sink import Reply, Sink
 from workers import audit_tasks, webhook_tasks
@@ -42,14 +42,6 @@ class RecordingDoorbell:
         self.rung.append((task_name, list(ids), request_id))
 
 
-def _uncache_loggers() -> None:
-    """Module-level structlog proxies cache their logger on first use: make them read the configuration again."""
-    for module in list(sys.modules.values()):
-        proxy = getattr(module, "log", None)
-        if type(proxy).__name__ == "BoundLoggerLazyProxy":
-            vars(proxy).pop("bind", None)
-
-
 @pytest.fixture
 def json_logs(settings: Settings, monkeypatch: pytest.MonkeyPatch,
               capfd: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
@@ -59,13 +51,13 @@ def json_logs(settings: Settings, monkeypatch: pytest.MonkeyPatch,
     reconfigure(monkeypatch, KEYMETA_LOG_FORMAT="json", KEYMETA_LOG_LEVEL="debug", **WEBHOOK_ENV)
     yield capfd
     structlog.configure(**saved)  # not left writing to this test's captured stderr
-    _uncache_loggers()
+    uncache_loggers()
     structlog.contextvars.clear_contextvars()
 
 
 def start_json_logs() -> None:
     configure_logging(get_settings())
-    _uncache_loggers()
+    uncache_loggers()
 
 
 def lines(capfd: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
