@@ -65,7 +65,7 @@ def _scenario(client: Any, settings: Settings, master_key_text: str, capfd: pyte
         bodies.append(result.output.encode())
     with unit_of_work() as session:
         ids = list(session.scalars(select(OutboxEvent.id)))
-        audit.record_events(session, ids)
+        recorded = audit.record_events(session, ids)
     with unit_of_work() as session:
         records = [repr({c.name: getattr(row, c.name) for c in AuditRecord.__table__.columns})
                    for row in session.scalars(select(AuditRecord))]
@@ -74,7 +74,8 @@ def _scenario(client: Any, settings: Settings, master_key_text: str, capfd: pyte
     bodies.append(result.output.encode())
     logs = capfd.readouterr()
     # The scenario did log (one debug line per audit record at least): the search below is not vacuous.
-    assert logs.err.count('"event": "audit.event_recorded"') >= len(records), "no log lines were captured"
+    assert recorded.appended > 0
+    assert logs.err.count('"event": "audit.event_recorded"') == recorded.appended, "no log lines were captured"
     haystacks = {"logs": (logs.out + logs.err).encode(), "metrics": metrics_text,
                  "audit_records": "\n".join(records).encode(), "responses and CLI output": b"\n".join(bodies)}
     secrets = {"api key": world.api_key, "guessed api key": guessed_key, "webhook secret": whsec,
