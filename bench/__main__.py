@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from bench import ceiling_app
+from bench.brokers import BROKER_URLS, scratch_queues
 from bench.cpu import CpuMeter, process_tree
 from bench.probe import probe
 from bench.report import BenchReport, TargetRun, to_json, to_table
@@ -30,6 +31,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
                         help="postgres: KEYMETA_BENCH_POSTGRES_URL or " + DEFAULT_POSTGRES_URL)
+    parser.add_argument("--broker", choices=tuple(BROKER_URLS), default="embedded",
+                        help="where the API rings its doorbell (rabbitmq/redis: KEYMETA_BENCH_RABBITMQ_URL or "
+                             "KEYMETA_BENCH_REDIS_URL, else the local default)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="uvicorn workers (default: cores)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
@@ -82,9 +86,14 @@ def run(args: argparse.Namespace, wrk: str) -> BenchReport:
     postgres_url = os.environ.get("KEYMETA_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
     run_id = secrets.token_hex(4)
     say(f"preparing a fresh {args.backend} database")
-    with prepared_world(args.backend, postgres_url) as world, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+    broker_url, queue_prefix = BROKER_URLS[args.broker], f"bench{run_id}_"
+    with prepared_world(args.backend, postgres_url) as world, tempfile.TemporaryDirectory(prefix="bench-") as tmp, \
+            scratch_queues(broker_url, queue_prefix):
         work_dir = Path(tmp)
-        api = measure("create-meta", API_FACTORY, world.env(), world, world.public_keys, args, wrk, work_dir,
+        api_env = {**world.env(), "KEYMETA_QUEUE_PREFIX": queue_prefix}
+        if broker_url:
+            api_env["KEYMETA_BROKER_URL"] = broker_url
+        api = measure("create-meta", API_FACTORY, api_env, world, world.public_keys, args, wrk, work_dir,
                       run_id, count_rows=world.count_meta, db_pids=world.backend_pids)
         ceiling_key = generate_private_key(2048)
         key_file = work_dir / "ceiling.pem"
@@ -93,7 +102,7 @@ def run(args: argparse.Namespace, wrk: str) -> BenchReport:
         ceiling_env = {**world.env(), ceiling_app.KEY_FILE_ENV: str(key_file)}
         ceiling = measure("ceiling", CEILING_FACTORY, ceiling_env, world, ceiling_keys, args, wrk, work_dir,
                           run_id)
-    config = {"backend": args.backend, "workers": args.workers, "connections": args.connections,
+    config = {"backend": args.backend, "broker": args.broker, "workers": args.workers, "connections": args.connections,
               "threads": args.threads, "duration": args.duration, "warmup": args.warmup}
     report = BenchReport(config=config, api=api, ceiling=ceiling)
     report.check()

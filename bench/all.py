@@ -25,7 +25,8 @@ def commands(backend: str, quick: bool) -> list[list[str]]:
     admin_url = os.environ.get("KEYMETA_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
     duration = ["--duration", "5s"] if quick else []
     return [
-        [sys.executable, "-m", "bench", "--backend", "postgres" if postgres else "sqlite", *duration],
+        [sys.executable, "-m", "bench", "--backend", "postgres" if postgres else "sqlite",
+         "--broker", backend.removeprefix("postgres-"), *duration],
         [sys.executable, "-m", "bench.pipeline", "--backend", backend, "--duration", "5" if quick else "10"],
         [sys.executable, "-m", "bench.webhooks", "--endpoints", "10", "--repeat", "1" if quick else "3",
          *(["--postgres", admin_url] if postgres else [])],

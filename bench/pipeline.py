@@ -28,6 +28,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bench.brokers import BROKER_URLS, scratch_queues
 from bench.cpu import process_tree
 from bench.server import REPO_ROOT, child_env, free_port, running_app
 from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
@@ -38,11 +39,7 @@ from domain.webhooks.audit_events import CLI
 from domain.webhooks.endpoints import create_endpoint
 from domain.webhooks.ssrf import parse_allowed
 
-BROKERS = {
-    "embedded": "",
-    "postgres-rabbitmq": os.environ.get("KEYMETA_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//"),
-    "postgres-redis": os.environ.get("KEYMETA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-}
+BROKERS = {"embedded": "", "postgres-rabbitmq": BROKER_URLS["rabbitmq"], "postgres-redis": BROKER_URLS["redis"]}
 WORKERS = {"audit": ["audit"], "webhooks": ["webhooks"], "sweep": ["keys", "sweep"]}
 
 
@@ -188,6 +185,7 @@ def run(args: argparse.Namespace) -> PipelineReport:
                "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_BENCH_SINK_FILE": str(sink_file)}
         if BROKERS[args.backend]:
             env["KEYMETA_BROKER_URL"] = BROKERS[args.backend]
+        stack.enter_context(scratch_queues(BROKERS[args.backend], env["KEYMETA_QUEUE_PREFIX"]))
         sink_port = free_port()
         stack.enter_context(started("sink", [sys.executable, "-m", "uvicorn", "--factory", "bench.sink_app:create_app",
                                              "--host", "127.0.0.1", "--port", str(sink_port), "--log-level",

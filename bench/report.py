@@ -95,7 +95,8 @@ def to_json(report: BenchReport) -> str:
 def to_table(report: BenchReport) -> str:
     c = report.config
     lines = [
-        f"keymeta bench: {c['backend']}, {c['workers']} uvicorn workers, wrk {c['connections']} connections / "
+        f"keymeta bench: {c['backend']} (doorbell: {c.get('broker', 'embedded')}), {c['workers']} uvicorn workers, "
+        f"wrk {c['connections']} connections / "
         f"{c['threads']} threads / {c['duration']}",
         f"{'target':<12} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} {'453s':>8} {'signatures':>11} "
         f"{'CPU ms/req: app':>16} {'db':>5}",
