@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from api import create_meta, health, metrics, openapi, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
+from api.errors import database_unavailable
 from api.rate_limit import RequestRateLimiter
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
@@ -42,7 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.trusted_proxies = tuple(parse_network(c) for c in settings.trusted_proxies)
-        app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds)
+        # Half the pool for shared write statements, the rest for lookups and refusals meanwhile.
+        app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds,
+                                                  max_write_batches=max(1, settings.api_db_pool_size // 2))
         app.state.signer = EnvelopeSigner(store, engine.connect)
         app.state.doorbell = make_doorbell(settings)
         app.state.rate_limiter = RequestRateLimiter(settings)
@@ -55,9 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
+    app.add_middleware(create_meta.CreateMetaEndpoint)  # innermost: the two below wrap it too
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
-    app.include_router(create_meta.router)
     app.include_router(webhook_endpoints.router)
     app.include_router(public_keys.router)
     app.include_router(health.router)
@@ -65,9 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     openapi.install(app)
 
     @app.exception_handler(OperationalError)
-    async def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database.unavailable", error=str(exc.orig), path=request.url.path)
-        return JSONResponse({"error": "database unavailable, retry shortly"}, status_code=503,
-                            headers={"Retry-After": "1"})
+    async def on_database_error(request: Request, exc: OperationalError) -> JSONResponse:
+        return database_unavailable(request, exc)
 
     return app

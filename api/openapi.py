@@ -1,9 +1,9 @@
 """The published OpenAPI document (``/openapi.json``), made to tell the truth.
 
 FastAPI derives a schema from signatures; three things it cannot see are declared here:
-- ``POST /api/v1/create-license-key-meta`` reads its raw body, so its request encodings, api-key locations and
-  signed responses come from :func:`create_meta_operation` (the route's ``openapi_extra``); its signed 405
-  for other methods is added as operations of their own (the catch-all route stays out of the schema);
+- ``/api/v1/create-license-key-meta`` is a bare ASGI endpoint (``api.create_meta``), not a FastAPI route: its
+  request encodings, api-key locations and signed responses come from :func:`create_meta_operation`, and its
+  signed 405 for other methods from operations of their own;
 - the admin API (webhook endpoints) authenticates in a dependency that reads headers itself: its security
   requirement and its 401/403/404/409 answers are added by :func:`install`;
 - the public-key documents are built by hand: their response schemas, ETag/304 and Cache-Control too.
@@ -77,8 +77,10 @@ def _signed(description: str, codes: list[int], extra_headers: dict[str, Any] | 
 
 
 def create_meta_operation() -> dict[str, Any]:
-    """``openapi_extra`` of ``POST /api/v1/create-license-key-meta`` (SPEC §1)."""
+    """``POST /api/v1/create-license-key-meta`` (SPEC §1)."""
     return {
+        "summary": "Create License Key Meta",
+        "operationId": "create_license_key_meta",
         "description": "Wire-compatible with the GetKeyManager v1 API. Every response, errors included, is the "
                        "signed envelope: verify `signature` (RSA PKCS#1 v1.5, SHA-256) over the ASCII bytes "
                        "of `response_base64` with a key from `/api/v1/public-keys`.",
@@ -215,7 +217,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
         HEADER: {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
     paths = schema["paths"]
-    post = paths[CREATE_META_PATH]["post"]
+    post = create_meta_operation()
+    paths[CREATE_META_PATH] = {"post": post}
     for method in ("get", "put", "patch", "delete"):
         paths[CREATE_META_PATH][method] = {
             "summary": f"{method.upper()} is not allowed (signed 405)",

@@ -72,7 +72,7 @@ def make_sync_engine(settings: Settings | None = None) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
 
 
-def make_async_engine(settings: Settings | None = None, pool_size: int = 20) -> AsyncEngine:
+def make_async_engine(settings: Settings | None = None) -> AsyncEngine:
     settings = settings or get_settings()
     url = async_url(settings.effective_database_url)
     ensure_sqlite_dir(url)
@@ -86,7 +86,7 @@ def make_async_engine(settings: Settings | None = None, pool_size: int = 20) -> 
     # TLS probe, auth) costs more than letting a request wait a moment for a pooled connection.
     # No pre-ping: it is a round trip (and an event-loop suspension) on every request. A connection that
     # died is invalidated by the error it raises (that request gets a 503) and recycled after 30 minutes.
-    return create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False,
+    return create_async_engine(url, pool_size=settings.api_db_pool_size, max_overflow=0, pool_pre_ping=False,
                                pool_recycle=1800, isolation_level="AUTOCOMMIT")
 
 

@@ -251,7 +251,7 @@ def test_attempt_tally_reads_each_settled_row_once(settings: Settings) -> None:
         endpoint_id = _endpoint(session).id
 
     async def totals(tally: AttemptTally) -> dict[str, int]:
-        engine = make_async_engine(settings, pool_size=1)
+        engine = make_async_engine(settings)
         try:
             async with engine.connect() as connection:
                 return await tally.totals(connection)
