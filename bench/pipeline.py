@@ -24,12 +24,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bench.brokers import BROKER_URLS, scratch_queues
 from bench.cpu import process_tree
+from bench.loadgen import KeepAlivePool, fixed_rate
 from bench.server import REPO_ROOT, child_env, free_port, running_app
 from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
 from domain.db import make_sync_engine
@@ -124,28 +124,22 @@ def register_endpoints(world: BenchWorld, url: str, count: int) -> None:
 
 async def drive(base_url: str, world: BenchWorld, rate: float, duration: float, run_id: str
                 ) -> tuple[int, dict[int, float]]:
-    """Fixed-rate open loop: request i leaves at t0 + i/rate whatever the previous ones are doing."""
+    """Fixed-rate open loop on keep-alive connections (bench.loadgen: cheap enough not to starve the workers)."""
     done: dict[int, float] = {}
-    sent = 0
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
-        async def one(i: int) -> None:
-            response = await client.post("/api/v1/create-license-key-meta", data=world.form(key=f"{run_id}-{i}"))
-            inner = response.json()["response"]
-            if inner["code"] == 453:
-                done[inner["meta_id"]] = time.time()
+    pool = KeepAlivePool(base_url, max_connections=256)
 
-        tasks = []
-        start = time.monotonic()
-        total = int(rate * duration)
-        for i in range(total):
-            delay = start + i / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i)))
-            sent += 1
-        await asyncio.gather(*tasks)
-    return sent, done
+    async def one(i: int) -> None:
+        _, body = await pool.post_form("/api/v1/create-license-key-meta", world.form(key=f"{run_id}-{i}"))
+        inner = body["response"]
+        if inner["code"] == 453:
+            done[inner["meta_id"]] = time.time()
+
+    total = int(rate * duration)
+    try:
+        await fixed_rate(rate, total, one)
+    finally:
+        await pool.close()
+    return total, done
 
 
 def committed_and_audited(world: BenchWorld) -> tuple[dict[int, float], dict[int, float]]:

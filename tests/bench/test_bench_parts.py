@@ -120,3 +120,51 @@ def test_missing_wrk_without_root_is_a_one_line_error(monkeypatch) -> None:
     with pytest.raises(wrk.WrkMissing, match="install") as caught:
         wrk.ensure_wrk()
     assert "\n" not in str(caught.value)
+
+
+def test_load_generator_reuses_connections_and_retries_one_the_server_closed() -> None:
+    import asyncio
+
+    from bench.loadgen import KeepAlivePool, fixed_rate
+
+    async def scenario() -> tuple[list[tuple[int, object]], list[int]]:
+        served: list[int] = []  # requests answered per connection
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            count = 0
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    break
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                form = (await reader.readexactly(length)).decode()
+                count += 1
+                body = b'{"echo": "%s"}' % form.encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                if count == 2:  # the server ends the keep-alive after two requests, unannounced
+                    break
+            served.append(count)
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = KeepAlivePool(f"http://127.0.0.1:{port}", max_connections=1)
+        results: list[tuple[int, object]] = []
+
+        async def one(i: int) -> None:
+            results.append(await pool.post_form("/x", {"n": str(i)}))
+
+        try:
+            await fixed_rate(1000, 5, one)
+        finally:
+            await pool.close()
+            server.close()
+            await server.wait_closed()
+        return results, served
+
+    results, served = asyncio.run(scenario())
+    assert [(status, body) for status, body in results] == [(200, {"echo": f"n={i}"}) for i in range(5)]
+    assert served[:2] == [2, 2]  # requests 2 and 4 met a connection the server had closed, and were retried
