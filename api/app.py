@@ -6,9 +6,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
-from starlette.responses import JSONResponse
 
 from api import create_meta, health, metrics, openapi, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
@@ -67,8 +66,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics.router)
     openapi.install(app)
 
-    @app.exception_handler(OperationalError)
-    async def on_database_error(request: Request, exc: OperationalError) -> JSONResponse:
-        return database_unavailable(request, exc)
+    app.add_exception_handler(OperationalError, database_unavailable)
 
     return app

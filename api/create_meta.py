@@ -48,7 +48,7 @@ class CreateMetaEndpoint:
             response = await (create_license_key_meta(request) if request.method == "POST"
                               else wrong_method(request))
         except OperationalError as exc:
-            response = database_unavailable(request, exc)
+            response = await database_unavailable(request, exc)
         await response(scope, receive, send)
 
 

@@ -11,7 +11,8 @@ from domain.logs import get_logger
 log = get_logger("keymeta.api")
 
 
-def database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OperationalError)  # registered for OperationalError only
     log.error("database.unavailable", error=str(exc.orig), path=request.url.path)
     return JSONResponse({"error": "database unavailable, retry shortly"}, status_code=503,
                         headers={"Retry-After": "1"})

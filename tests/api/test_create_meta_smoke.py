@@ -55,3 +55,15 @@ def test_wrong_method_gets_a_signed_405_and_is_audited(client, world) -> None:
     assert verify_envelope(response.content, _public_keys()) == response.headers["x-signature-key-id"]
     with unit_of_work() as session:
         assert session.scalar(select(func.count()).select_from(OutboxEvent)) == before + 1
+
+
+def test_a_database_error_on_the_signed_endpoint_is_a_503_with_retry_after(client, world, monkeypatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    async def unreachable(_request):
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
+
+    monkeypatch.setattr(client.app.state.create_meta, "handle", unreachable)
+    response = client.post("/api/v1/create-license-key-meta", data=world.form())
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert response.json() == {"error": "database unavailable, retry shortly"}
