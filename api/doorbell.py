@@ -23,4 +23,4 @@ def make_doorbell(settings: Settings) -> QueuedDoorbell:
             argsrepr=f"[<{len(ids)} ids: {ids[0]}…{ids[-1]}>]",
         )
 
-    return QueuedDoorbell(send)
+    return QueuedDoorbell(send, linger_seconds=settings.doorbell_linger_seconds)

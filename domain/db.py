@@ -68,8 +68,10 @@ def make_sync_engine(settings: Settings | None = None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
-    # Room for a thread-pool worker (the webhook worker runs 16 task threads, each wanting a connection).
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=20)
+    # Room for a thread-pool worker (the webhook worker runs 16 task threads, each wanting a connection) with
+    # every connection kept: one opened past pool_size is closed on return, and reconnecting on each task
+    # (a new server process, authentication) cost more than the task. Connections are opened only when used.
+    return create_engine(url, pool_pre_ping=True, pool_size=24, max_overflow=8)
 
 
 def make_async_engine(settings: Settings | None = None) -> AsyncEngine:

@@ -20,7 +20,7 @@ MAX_IDS_PER_MESSAGE = 200
 
 
 class QueuedDoorbell:
-    def __init__(self, send: Send, max_pending: int = 10_000, linger_seconds: float = 0.02) -> None:
+    def __init__(self, send: Send, max_pending: int = 10_000, linger_seconds: float = 0.05) -> None:
         self._send = send
         self._max_pending = max_pending
         # Publishing costs far more than queueing: after the first bell the thread sleeps briefly and then

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     webhook_sweep_interval_seconds: float = Field(default=2.0, gt=0)
     webhook_sweep_batch: int = Field(default=1000, ge=1)
     webhook_send_threads: int = Field(default=16, ge=1, le=256)  # parallel sends within one task
+    # Deliveries a fan-out task creates claimed and sends itself; the rest go to webhooks.deliver tasks.
+    webhook_inline_deliveries: int = Field(default=16, ge=0, le=1000)
     key_rotation_days: int = Field(default=90, ge=1)
     key_overlap_seconds: int = Field(default=172800, ge=0)
     key_size: int = 2048
@@ -64,6 +66,9 @@ class Settings(BaseSettings):
     cache_ttl_seconds: float = Field(default=5.0, ge=0)
     # The doorbell must never hold up a response: bounded publish time.
     doorbell_timeout_seconds: float = Field(default=1.0, gt=0)
+    # How long a doorbell gathers ids before it sends: one message (one task, one transaction) per task name
+    # for everything rung meanwhile. Longer batches cost less per event; the wait adds to every event's latency.
+    doorbell_linger_seconds: float = Field(default=0.05, ge=0, le=1)
     # Prefix of every queue name: lets several deployments (or parallel test runs) share a broker.
     queue_prefix: str = ""
     # The sweeper re-rings outbox events not consumed after this many seconds.

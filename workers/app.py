@@ -58,7 +58,7 @@ def doorbell() -> QueuedDoorbell:
     """Per-process doorbell for tasks that hand work on (created lazily: prefork children each get one)."""
     global _doorbell
     if _doorbell is None:
-        _doorbell = QueuedDoorbell(_send)
+        _doorbell = QueuedDoorbell(_send, linger_seconds=get_settings().doorbell_linger_seconds)
     return _doorbell
 
 

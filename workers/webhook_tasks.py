@@ -1,5 +1,8 @@
 """webhooks.fan_out, webhooks.deliver and sweep.deliveries: thin wrappers over domain.webhooks.runner.
 
+webhooks.fan_out sends the first deliveries of its events itself (created claimed, see
+``runner.fan_out_and_deliver``) and rings webhooks.deliver for the rest.
+
 Each is idempotent (status checks and unique constraints in the domain code), so acks_late redelivery
 is harmless. Retries live in the delivery rows (``next_attempt_at``), driven by sweep.deliveries, never by
 broker ETAs or countdowns.
@@ -32,13 +35,16 @@ def fan_out(self: Task, event_ids: Any) -> None:
     ids = row_ids(WEBHOOKS_FAN_OUT, event_ids)
     if not ids:
         return
-    result = runner.fan_out_report(ids)
-    if result.delivery_ids:
-        # Events of one request: pass its id on even when this message carried none (a re-ring, a batch).
-        only = result.request_ids[0] if len(result.request_ids) == 1 else None
-        doorbell().ring(WEBHOOKS_DELIVER, result.delivery_ids, _request_id(self) or only)
+    report = runner.fan_out_and_deliver(ids)
+    result, delivered = report.fanned_out, report.delivered
+    # Events of one request: pass its id on even when this message carried none (a re-ring, a batch).
+    request_id = _request_id(self) or (result.request_ids[0] if len(result.request_ids) == 1 else None)
+    if result.unclaimed_ids:
+        doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
+    if delivered.audit_event_ids:
+        doorbell().ring(AUDIT_RECORD, delivered.audit_event_ids, request_id)
     log.info("webhooks.fanned_out", events=len(ids), deliveries=len(result.delivery_ids),
-             **request_id_fields(result.request_ids))
+             sent=delivered.claimed, **delivered.outcomes, **request_id_fields(result.request_ids))
 
 
 @celery_app.task(name=WEBHOOKS_DELIVER, bind=True)

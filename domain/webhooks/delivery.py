@@ -46,13 +46,49 @@ def _due(now: dt.datetime) -> ColumnElement[bool]:
     )
 
 
-def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, lease_seconds: float,
-          parallel: int = 1, attempt_seconds: float = 0.0, now: dt.datetime | None = None) -> list[Claim]:
-    """Take the due rows among ``delivery_ids``; rows not due, done, or claimed by another worker are skipped.
+@dataclass(frozen=True)
+class ClaimTerms:
+    """How a caller takes deliveries: it sends ``parallel`` at a time, each taking at most ``attempt_seconds``."""
 
-    The caller sends ``parallel`` at a time, each taking at most ``attempt_seconds``: the n-th claim's lease
-    also covers its wait in that queue.
-    """
+    master_key: bytes
+    lease_seconds: float
+    parallel: int = 1
+    attempt_seconds: float = 0.0
+
+    def lease(self, position: int) -> dt.timedelta:
+        """The lease of the ``position``-th claim (0-based) of a batch: it also covers its wait in the queue."""
+        return dt.timedelta(seconds=self.lease_seconds
+                            + (position // max(self.parallel, 1)) * self.attempt_seconds)
+
+
+class SigningSecrets:
+    """Endpoint secrets unsealed once per endpoint and batch; a secret that cannot be opened is the attempt's
+    error (recorded as a failed attempt), not the batch's."""
+
+    def __init__(self, master_key: bytes, now: dt.datetime) -> None:
+        self._master_key, self._now = master_key, now
+        self._by_endpoint: dict[int, tuple[list[str], str | None]] = {}
+
+    def of(self, endpoint: WebhookEndpoint) -> tuple[list[str], str | None]:
+        if endpoint.id not in self._by_endpoint:
+            try:
+                self._by_endpoint[endpoint.id] = (endpoints.signing_secrets(endpoint, self._master_key, self._now),
+                                                  None)
+            except MasterKeyError as exc:
+                self._by_endpoint[endpoint.id] = ([], f"cannot sign: {exc}")
+        return self._by_endpoint[endpoint.id]
+
+
+def claim_of(delivery_id: int, endpoint: WebhookEndpoint, attempt_no: int, msg_id: str, body: str,
+             signing: SigningSecrets, request_id: str | None) -> Claim:
+    secrets, error = signing.of(endpoint)
+    return Claim(delivery_id=delivery_id, endpoint_id=endpoint.id, attempt_no=attempt_no, url=endpoint.url,
+                 msg_id=msg_id, body=body.encode("utf-8"), secrets=secrets, error=error, request_id=request_id)
+
+
+def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
+          now: dt.datetime | None = None) -> list[Claim]:
+    """Take the due rows among ``delivery_ids``; rows not due, done, or claimed by another worker are skipped."""
     now = now or utcnow()
     rows = list(session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.id.in_(list(delivery_ids)), _due(now))
@@ -66,7 +102,7 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
     request_ids: dict[int, str | None] = {event_id: request_id for event_id, request_id in session.execute(
         select(OutboxEvent.id, OutboxEvent.request_id).where(OutboxEvent.id.in_({r.event_id for r in rows})))}
     claims: list[Claim] = []
-    signing_by_endpoint: dict[int, tuple[list[str], str | None]] = {}
+    signing = SigningSecrets(terms.master_key, now)
     for row in rows:
         endpoint = by_id.get(row.endpoint_id)
         if row.status == "in_progress":
@@ -80,18 +116,10 @@ def claim(session: Session, delivery_ids: Sequence[int], *, master_key: bytes, l
             row.locked_until = row.next_attempt_at = None
             row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
             continue
-        if endpoint.id not in signing_by_endpoint:  # unsealed once per endpoint and batch
-            try:
-                signing_by_endpoint[endpoint.id] = (endpoints.signing_secrets(endpoint, master_key, now), None)
-            except MasterKeyError as exc:
-                signing_by_endpoint[endpoint.id] = ([], f"cannot sign: {exc}")
-        signing, error = signing_by_endpoint[endpoint.id]
-        lease = lease_seconds + (len(claims) // max(parallel, 1)) * attempt_seconds
         row.attempts += 1
-        row.status, row.locked_until, row.updated_at = "in_progress", now + dt.timedelta(seconds=lease), now
-        claims.append(Claim(delivery_id=row.id, endpoint_id=row.endpoint_id, attempt_no=row.attempts,
-                            url=endpoint.url, msg_id=row.msg_id, body=row.body.encode("utf-8"),
-                            secrets=signing, error=error, request_id=request_ids.get(row.event_id)))
+        row.status, row.locked_until, row.updated_at = "in_progress", now + terms.lease(len(claims)), now
+        claims.append(claim_of(row.id, endpoint, row.attempts, row.msg_id, row.body, signing,
+                               request_ids.get(row.event_id)))
     session.flush()
     return claims
 
@@ -135,9 +163,7 @@ def record_many(session: Session, results: Sequence[tuple[Claim, transport.SendR
     rows = {r.id: r for r in session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.id.in_([c.delivery_id for c, _ in results]))
         .order_by(WebhookDelivery.id).with_for_update())}
-    endpoint_rows = {e.id: e for e in session.scalars(
-        select(WebhookEndpoint).where(WebhookEndpoint.id.in_(sorted({r.endpoint_id for r in rows.values()})))
-        .order_by(WebhookEndpoint.id).with_for_update())}
+    endpoint_rows = _endpoints_to_update(session, rows, results)
     attempts: list[dict[str, object]] = []
     recorded: list[Recorded] = []
     for claim_, result in results:
@@ -157,6 +183,25 @@ def record_many(session: Session, results: Sequence[tuple[Claim, transport.SendR
         session.execute(insert(WebhookAttempt), attempts)
     session.flush()
     return recorded
+
+
+def _endpoints_to_update(session: Session, rows: dict[int, WebhookDelivery],
+                         results: Sequence[tuple[Claim, transport.SendResult]]) -> dict[int, WebhookEndpoint]:
+    """The endpoints of these deliveries, locked only where an attempt may change them.
+
+    A success on a healthy endpoint changes nothing there, so the common case takes no endpoint lock: every
+    recording group would otherwise queue on a busy endpoint's row. Where a lock is taken it is FOR NO KEY
+    UPDATE, which lets fan-out keep inserting deliveries (their foreign-key check takes FOR KEY SHARE).
+    """
+    ids = sorted({r.endpoint_id for r in rows.values()})
+    found = {e.id: e for e in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))}
+    failed = {rows[c.delivery_id].endpoint_id for c, result in results if c.delivery_id in rows and not result.ok}
+    to_lock = sorted(i for i, e in found.items() if i in failed or e.failing_since is not None)
+    if to_lock:
+        found.update({e.id: e for e in session.scalars(
+            select(WebhookEndpoint).where(WebhookEndpoint.id.in_(to_lock)).order_by(WebhookEndpoint.id)
+            .with_for_update(key_share=True).execution_options(populate_existing=True))})
+    return found
 
 
 def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | None,

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from domain.logs import get_logger
 from domain.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcnow
 from domain.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.webhooks.delivery import Claim, ClaimTerms, SigningSecrets, claim_of
 from domain.webhooks.endpoints import subscribes
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 
@@ -86,17 +87,28 @@ def build_payloads(session: Session, events: Sequence[OutboxEvent]) -> dict[int,
 def _insert_ignoring_duplicates(session: Session) -> Insert:
     dialect = session.get_bind().dialect.name
     module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(WebhookDelivery).on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"])
+    return module.insert(WebhookDelivery.__table__).on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"])
 
 
 @dataclass(frozen=True)
 class FanOutResult:
     events: int  # events fanned out by this call
-    delivery_ids: list[int]  # new deliveries: ring webhooks.deliver for these after commit
+    delivery_ids: list[int]  # every new delivery
     request_ids: list[str] = field(default_factory=list)  # distinct, of the events fanned out (for logs)
+    claims: list[Claim] = field(default_factory=list)  # new deliveries already claimed for the caller to send
+
+    @property
+    def unclaimed_ids(self) -> list[int]:
+        """New deliveries nobody holds yet: ring ``webhooks.deliver`` for these after commit."""
+        claimed = {c.delivery_id for c in self.claims}
+        return [i for i in self.delivery_ids if i not in claimed]
 
 
-def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None = None) -> FanOutResult:
+def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None = None, *,
+            claim_first: int = 0, terms: ClaimTerms | None = None) -> FanOutResult:
+    """Create the deliveries of these events; with ``terms``, the first ``claim_first`` are created already
+    claimed (attempt 1 in progress, leased as ``delivery.claim`` would lease them), so the caller can send them
+    at once instead of ringing a second task that would claim them in a second transaction."""
     now = now or utcnow()
     events = list(session.scalars(
         select(OutboxEvent)
@@ -110,6 +122,7 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
     endpoints = list(session.scalars(
         select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True)).order_by(WebhookEndpoint.id)))
     payloads = build_payloads(session, webhook_events) if endpoints and webhook_events else {}
+    to_claim = claim_first if terms is not None else 0
     rows: list[dict[str, Any]] = []
     for event in webhook_events:
         payload = payloads.get(event.id)
@@ -118,16 +131,34 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
         body = encode_body(payload)
         for endpoint in endpoints:
             if subscribes(endpoint, event.type):
-                rows.append({"event_id": event.id, "endpoint_id": endpoint.id, "msg_id": new_msg_id(),
-                             "event_type": event.type, "body": body, "status": "pending", "attempts": 0,
-                             "retry_step": 0, "next_attempt_at": now, "rung_at": now,
-                             "created_at": now, "updated_at": now})
-    delivery_ids: list[int] = []
+                row: dict[str, Any] = {"event_id": event.id, "endpoint_id": endpoint.id, "msg_id": new_msg_id(),
+                       "event_type": event.type, "body": body, "status": "pending", "attempts": 0,
+                       "retry_step": 0, "next_attempt_at": now, "locked_until": None, "rung_at": now,
+                       "created_at": now, "updated_at": now}
+                if terms is not None and len(rows) < to_claim:
+                    row.update(status="in_progress", attempts=1, locked_until=now + terms.lease(len(rows)))
+                rows.append(row)
+    created: dict[tuple[int, int], int] = {}
+    table = WebhookDelivery.__table__.c
     for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start:start + INSERT_CHUNK]
-        inserted = session.scalars(_insert_ignoring_duplicates(session).values(chunk).returning(WebhookDelivery.id))
-        delivery_ids.extend(int(i) for i in inserted)
+        # executemany form: one compiled statement whatever the row count (VALUES lists would compile anew).
+        inserted = session.execute(
+            _insert_ignoring_duplicates(session).returning(table.id, table.event_id, table.endpoint_id),
+            rows[start:start + INSERT_CHUNK])
+        created.update({(event_id, endpoint_id): int(i) for i, event_id, endpoint_id in inserted})
     session.execute(update(OutboxEvent).where(OutboxEvent.id.in_([e.id for e in events]))
                     .values(fanned_out_at=now))
     session.flush()
-    return FanOutResult(len(events), delivery_ids, list(dict.fromkeys(e.request_id for e in events if e.request_id)))
+    delivery_ids = [created[key] for key in ((r["event_id"], r["endpoint_id"]) for r in rows) if key in created]
+    claims: list[Claim] = []
+    if terms is not None and to_claim:
+        signing = SigningSecrets(terms.master_key, now)
+        by_id = {e.id: e for e in endpoints}
+        request_of = {e.id: e.request_id for e in events}
+        for row in rows[:to_claim]:
+            delivery_id = created.get((row["event_id"], row["endpoint_id"]))
+            if delivery_id is not None:  # a duplicate (already fanned out) is not ours to send
+                claims.append(claim_of(delivery_id, by_id[row["endpoint_id"]], 1, row["msg_id"], row["body"],
+                                       signing, request_of[row["event_id"]]))
+    return FanOutResult(len(events), delivery_ids, list(dict.fromkeys(e.request_id for e in events if e.request_id)),
+                        claims)

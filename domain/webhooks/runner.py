@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,21 @@ from domain.webhooks.transport import SendLimits, SendResult
 log = get_logger("keymeta.webhooks")
 RECORD_GROUP = 50
 RECORD_INTERVAL = 0.25  # seconds
+
+
+_local = threading.local()
+
+
+def _send_pool(parallel: int) -> concurrent.futures.ThreadPoolExecutor:
+    """This thread's own send threads, kept between tasks: starting threads for every batch cost more CPU than
+    the batch's POSTs. One pool per task thread, so a slow consumer holds up only the task that sends to it."""
+    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(_local, "send_pool", None)
+    if pool is None or getattr(_local, "send_pool_size", None) != parallel:
+        if pool is not None:
+            pool.shutdown(wait=False)
+        pool = concurrent.futures.ThreadPoolExecutor(parallel, thread_name_prefix="webhook-send")
+        _local.send_pool, _local.send_pool_size = pool, parallel
+    return pool
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -88,17 +104,44 @@ def log_attempt(claim: delivery.Claim, result: SendResult, recorded_status: str)
         error_kind=error_kind(result.error), request_id=claim.request_id)
 
 
-def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> DeliverReport:
-    settings = settings or get_settings()
-    master_key = load_master_key(settings)
-    policy, limits = retry_policy(settings), send_limits(settings)
-    parallel = settings.webhook_send_threads
+def claim_terms(settings: Settings) -> delivery.ClaimTerms:
     # An attempt lasts at most the total cap (plus DNS and the record transaction): the lease outlives it.
     per_attempt = settings.webhook_total_timeout_seconds + settings.webhook_connect_timeout_seconds
+    return delivery.ClaimTerms(master_key=load_master_key(settings),
+                               lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
+                               parallel=settings.webhook_send_threads, attempt_seconds=per_attempt)
+
+
+def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> DeliverReport:
+    settings = settings or get_settings()
+    terms = claim_terms(settings)
     with unit_of_work() as session:
-        claims = delivery.claim(session, delivery_ids, master_key=master_key,
-                                lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
-                                parallel=parallel, attempt_seconds=per_attempt)
+        claims = delivery.claim(session, delivery_ids, terms)
+    return send_and_record(claims, settings)
+
+
+@dataclass
+class FanOutReport:
+    fanned_out: fan_out.FanOutResult
+    delivered: DeliverReport
+
+
+def fan_out_and_deliver(event_ids: Sequence[int], settings: Settings | None = None) -> FanOutReport:
+    """Fan out, then send the first deliveries straight away: they are created claimed, in the fan-out's own
+    transaction, so a webhook costs no second message, claim or doorbell wait. Deliveries past
+    ``webhook_inline_deliveries`` are left for ``webhooks.deliver`` (ring ``unclaimed_ids``) so a large fan-out
+    is shared between workers. A crash after the commit leaves leased rows that the sweeper hands on."""
+    settings = settings or get_settings()
+    terms = claim_terms(settings)
+    with unit_of_work() as session:
+        result = fan_out.fan_out(session, event_ids, claim_first=settings.webhook_inline_deliveries, terms=terms)
+    return FanOutReport(result, send_and_record(result.claims, settings))
+
+
+def send_and_record(claims: Sequence[delivery.Claim], settings: Settings) -> DeliverReport:
+    """The POSTs of claimed deliveries, outside any transaction, and the record of every attempt."""
+    policy, limits = retry_policy(settings), send_limits(settings)
+    parallel = settings.webhook_send_threads
     report = DeliverReport(claimed=len(claims),
                            request_ids=list(dict.fromkeys(c.request_id for c in claims if c.request_id)))
     if not claims:
@@ -124,16 +167,19 @@ def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> De
             report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
             report.audit_event_ids.extend(item.audit_event_ids)
 
-    with concurrent.futures.ThreadPoolExecutor(min(len(claims), parallel), thread_name_prefix="webhook-send") as pool:
-        running = {pool.submit(delivery.send, claim, limits): claim for claim in claims}
-        finished: list[tuple[delivery.Claim, SendResult]] = []
-        last_recorded = time.monotonic()
-        while running:
-            done, _ = concurrent.futures.wait(running, timeout=RECORD_INTERVAL,
-                                              return_when=concurrent.futures.FIRST_COMPLETED)
-            finished += [(running.pop(future), future.result()) for future in done]
-            if len(finished) >= RECORD_GROUP or time.monotonic() - last_recorded >= RECORD_INTERVAL:
-                record(finished)
-                finished, last_recorded = [], time.monotonic()
-        record(finished)
+    if len(claims) == 1:  # sent on this thread: no hand-over to a send thread and back
+        record([(claims[0], delivery.send(claims[0], limits))])
+        return report
+    pool = _send_pool(parallel)
+    running = {pool.submit(delivery.send, claim, limits): claim for claim in claims}
+    finished: list[tuple[delivery.Claim, SendResult]] = []
+    last_recorded = time.monotonic()
+    while running:
+        done, _ = concurrent.futures.wait(running, timeout=RECORD_INTERVAL,
+                                          return_when=concurrent.futures.FIRST_COMPLETED)
+        finished += [(running.pop(future), future.result()) for future in done]
+        if len(finished) >= RECORD_GROUP or time.monotonic() - last_recorded >= RECORD_INTERVAL:
+            record(finished)
+            finished, last_recorded = [], time.monotonic()
+    record(finished)
     return report

@@ -290,7 +290,7 @@ def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Setting
     register(sink.on("/hook", Reply(200)))
     created = runner.fan_out_events(meta_events(world))
     with unit_of_work() as session:  # a worker claims, then dies before recording
-        [lost] = delivery.claim(session, created, master_key=master_key, lease_seconds=1.5)
+        [lost] = delivery.claim(session, created, delivery.ClaimTerms(master_key, lease_seconds=1.5))
     assert runner.deliver(created).claimed == 0  # leased
     assert runner.sweep_deliveries() == []  # rung at fan-out; the lease still runs
     [row] = run_until_settled(created)

@@ -1,0 +1,114 @@
+"""Fan-out that sends: deliveries created claimed in the fan-out transaction, sent by the same task.
+
+Real database and a real HTTP sink on 127.0.0.1; ``runner.fan_out_and_deliver`` is what ``webhooks.fan_out`` runs.
+"""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import OperationalError
+from standardwebhooks.webhooks import Webhook
+
+from domain.db import unit_of_work
+from domain.models import utcnow
+from domain.settings import Settings
+from domain.webhooks import delivery, fan_out, runner
+from domain.webhooks.models import WebhookEndpoint
+from domain.webhooks.transport import SendResult
+from tests.backends import POSTGRES_URL
+from tests.conftest import World
+from tests.webhooks.conftest import deliveries, meta_events, reconfigure, register, wait_until
+from tests.webhooks.sink import Reply, Sink
+from tests.webhooks.test_delivery import attempts_of, run_until_settled
+
+
+def test_fan_out_sends_the_first_deliveries_and_leaves_the_rest_to_deliver(
+        settings: Settings, world: World, sink: Sink, monkeypatch: pytest.MonkeyPatch) -> None:
+    reconfigure(monkeypatch, KEYMETA_WEBHOOK_INLINE_DELIVERIES="2")
+    hooks = [register(sink.on(f"/inline/{i}", Reply(200))) for i in range(3)]
+    events = meta_events(world, count=2)
+
+    report = runner.fan_out_and_deliver(events)
+    result = report.fanned_out
+    assert result.events == 2 and len(result.delivery_ids) == 6
+    assert [c.delivery_id for c in result.claims] == result.delivery_ids[:2]
+    assert report.delivered.claimed == 2 and report.delivered.outcomes == {"succeeded": 2}
+    assert result.unclaimed_ids == result.delivery_ids[2:]
+    received = [r for i in range(3) for r in sink.at(f"/inline/{i}")]
+    assert len(received) == 2
+    secrets = {f"/inline/{i}": hook.secret for i, hook in enumerate(hooks)}
+    for request in received:  # signed as any delivery is: a consumer verifies it with the library
+        Webhook(secrets[request.path]).verify(request.body, request.headers)
+
+    by_id = {row.id: row for row in deliveries()}
+    assert [by_id[i].status for i in result.delivery_ids] == ["succeeded"] * 2 + ["pending"] * 4
+    assert [by_id[i].attempts for i in result.delivery_ids] == [1, 1, 0, 0, 0, 0]
+    assert {r.headers["webhook-id"] for r in received} == {by_id[i].msg_id for i in result.delivery_ids[:2]}
+
+    assert runner.deliver(result.unclaimed_ids).outcomes == {"succeeded": 4}
+    assert len({r.headers["webhook-id"] for r in sink.received}) == 6  # one message per delivery, no repeats
+    assert runner.fan_out_and_deliver(events).fanned_out.events == 0  # a re-rung event is a no-op
+
+
+def test_with_no_inline_deliveries_fan_out_only_creates_rows(settings: Settings, world: World, sink: Sink,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reconfigure(monkeypatch, KEYMETA_WEBHOOK_INLINE_DELIVERIES="0")
+    register(sink.on("/hook", Reply(200)))
+    report = runner.fan_out_and_deliver(meta_events(world))
+    assert report.fanned_out.claims == [] and report.delivered.claimed == 0
+    assert report.fanned_out.unclaimed_ids == report.fanned_out.delivery_ids
+    assert sink.received == [] and [row.status for row in deliveries()] == ["pending"]
+
+
+def test_a_worker_lost_after_fan_out_leaves_leased_rows_that_are_retried(settings: Settings, world: World,
+                                                                        sink: Sink, master_key: bytes) -> None:
+    register(sink.on("/hook", Reply(200)))
+    events = meta_events(world)
+    terms = delivery.ClaimTerms(master_key, lease_seconds=1.0)
+    with unit_of_work() as session:  # fan-out commits its claimed rows, then the worker dies before sending
+        result = fan_out.fan_out(session, events, claim_first=1, terms=terms)
+    [claimed] = result.claims
+    assert runner.deliver(result.delivery_ids).claimed == 0  # leased: no second sender meanwhile
+    assert runner.sweep_deliveries() == []  # the lease still runs
+    wait_until(runner.sweep_deliveries, timeout=5, interval=0.1, message="the lease to run out")
+    [row] = run_until_settled(result.delivery_ids)
+    assert row.status == "succeeded" and row.attempts == 2
+    assert [a.outcome for a in attempts_of(row.id)] == ["lost", "success"]
+    [request] = sink.at("/hook")
+    assert request.headers["webhook-id"] == claimed.msg_id == row.msg_id  # the same message, retried
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="needs KEYMETA_TEST_POSTGRES_URL (row locks are PostgreSQL's)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_recording_attempts_never_blocks_fan_out_to_the_same_endpoint(settings: Settings, world: World,
+                                                                      sink: Sink, master_key: bytes) -> None:
+    hook = register(sink.on("/hook", Reply(200)))
+    created = runner.fan_out_events(meta_events(world, count=2))
+    with unit_of_work() as session:
+        first, second = delivery.claim(session, created, runner.claim_terms(settings))
+    policy = runner.retry_policy(settings)
+
+    def other_transaction_can(statement: str) -> bool:
+        with unit_of_work() as other:
+            other.execute(text("SET LOCAL lock_timeout = '500ms'"))
+            try:
+                other.execute(text(statement), {"id": hook.id})
+            except OperationalError:  # lock_timeout: the row is locked against this statement
+                return False
+            return True
+
+    lock_endpoint = "SELECT id FROM webhook_endpoints WHERE id = :id FOR UPDATE"
+    with unit_of_work() as recording:  # a success on a healthy endpoint takes no endpoint lock at all
+        delivery.record_many(recording, [(first, SendResult(utcnow(), 3, status_code=200))], policy)
+        assert other_transaction_can(lock_endpoint)
+
+    with unit_of_work() as recording:  # a failure updates the endpoint (failing_since) under a row lock …
+        delivery.record_many(recording, [(second, SendResult(utcnow(), 3, status_code=500))], policy)
+        assert not other_transaction_can(lock_endpoint)
+        # … which still lets fan-out insert deliveries for that endpoint (the foreign-key check's KEY SHARE).
+        with unit_of_work() as fanning:
+            fanning.execute(text("SET LOCAL lock_timeout = '500ms'"))
+            assert len(fan_out.fan_out(fanning, meta_events(world)).delivery_ids) == 1
+    with unit_of_work() as session:
+        assert session.scalar(select(WebhookEndpoint.failing_since).where(WebhookEndpoint.id == hook.id))
