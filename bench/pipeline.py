@@ -122,24 +122,27 @@ def register_endpoints(world: BenchWorld, url: str, count: int) -> None:
         engine.dispose()
 
 
-async def drive(base_url: str, world: BenchWorld, rate: float, duration: float, run_id: str
+async def drive(base_url: str, world: BenchWorld, rate: float, duration: float, run_id: str, warmup: float = 0.0
                 ) -> tuple[int, dict[int, float]]:
-    """Fixed-rate open loop on keep-alive connections (bench.loadgen: cheap enough not to starve the workers)."""
+    """Fixed-rate open loop on keep-alive connections (bench.loadgen: cheap enough not to starve the workers).
+
+    The first ``warmup`` seconds run at the same rate but are not measured: (sent, 453s) of the rest."""
     done: dict[int, float] = {}
     pool = KeepAlivePool(base_url, max_connections=256)
+    skipped = int(rate * warmup)
 
     async def one(i: int) -> None:
         _, body = await pool.post_form("/api/v1/create-license-key-meta", world.form(key=f"{run_id}-{i}"))
         inner = body["response"]
-        if inner["code"] == 453:
+        if inner["code"] == 453 and i >= skipped:
             done[inner["meta_id"]] = time.time()
 
-    total = int(rate * duration)
+    total = skipped + int(rate * duration)
     try:
         await fixed_rate(rate, total, one)
     finally:
         await pool.close()
-    return total, done
+    return total - skipped, done
 
 
 def committed_and_audited(world: BenchWorld) -> tuple[dict[int, float], dict[int, float]]:
@@ -199,10 +202,11 @@ def run(args: argparse.Namespace) -> PipelineReport:
                                                         child_env(env), log_dir))
         api = stack.enter_context(running_app("api.app:create_app", env, args.api_workers))
         processes["api"] = api.proc
-        say(f"{args.backend}: {args.rate:g} req/s for {args.duration:g} s, {args.endpoints} webhook endpoints")
+        say(f"{args.backend}: {args.rate:g} req/s for {args.warmup:g} s of warm-up, then {args.duration:g} s "
+            f"measured; {args.endpoints} webhook endpoints")
         started_at = time.monotonic()
-        sent, created = asyncio.run(drive(api.base_url, world, args.rate, args.duration, run_id))
-        elapsed = time.monotonic() - started_at
+        sent, created = asyncio.run(drive(api.base_url, world, args.rate, args.duration, run_id, args.warmup))
+        elapsed = time.monotonic() - started_at - args.warmup
         rss = {name: round(rss_mib(proc.pid), 1) for name, proc in processes.items()}
         dead = [name for name, proc in processes.items() if proc.poll() is not None]
         expected = len(created) * args.endpoints
@@ -212,7 +216,8 @@ def run(args: argparse.Namespace) -> PipelineReport:
         received: dict[tuple[int, str], float] = {}
         while time.monotonic() < deadline:
             committed, audited = committed_and_audited(world)
-            received = sink_times(sink_file)
+            audited = {m: at for m, at in audited.items() if m in created}  # warm-up events are not measured
+            received = {key: at for key, at in sink_times(sink_file).items() if key[0] in created}
             if len(audited) >= len(created) and len(received) >= expected:
                 break
             time.sleep(0.5)
@@ -220,7 +225,8 @@ def run(args: argparse.Namespace) -> PipelineReport:
             tail = (log_dir / f"{name}.log").read_text(errors="replace")[-1500:]
             say(f"{name} exited during the run:\n{tail}")
     report = PipelineReport(
-        config={"backend": args.backend, "rate": args.rate, "duration": args.duration, "endpoints": args.endpoints,
+        config={"backend": args.backend, "rate": args.rate, "duration": args.duration, "warmup": args.warmup,
+                "endpoints": args.endpoints,
                 "api_workers": args.api_workers, "worker_concurrency": args.worker_concurrency,
                 "cores": os.cpu_count()},
         sent=sent, created=len(created), achieved_rate=round(sent / elapsed, 1),
@@ -240,7 +246,8 @@ def run(args: argparse.Namespace) -> PipelineReport:
 def to_table(report: PipelineReport) -> str:
     c = report.config
     lines = [f"keymeta pipeline bench: {c['backend']}, {c['cores']} cores, {report.achieved_rate:g} req/s for "
-             f"{c['duration']} s ({report.created}/{report.sent} created), {c['endpoints']} webhook endpoints",
+             f"{c['duration']} s after {c['warmup']} s of warm-up ({report.created}/{report.sent} created), "
+             f"{c['endpoints']} webhook endpoints",
              f"{'':14}{'count':>7}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}"]
     for name, lat in (("audit lag", report.audit_lag), ("webhook e2e", report.webhook_e2e)):
         lines.append(f"{name:14}{lat.count:>7}{lat.p50_ms:>10.1f}{lat.p99_ms:>10.1f}{lat.max_ms:>10.1f}")
@@ -254,7 +261,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=tuple(BROKERS), default="embedded")
     parser.add_argument("--rate", type=float, default=200.0, help="create-meta requests per second")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load (at most 120)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load (at most 120)")
+    parser.add_argument("--warmup", type=float, default=3.0,
+                        help="seconds of load before the measured part (connections, caches and pools fill up)")
     parser.add_argument("--endpoints", type=int, default=3, help="webhook endpoints subscribed to every event")
     parser.add_argument("--api-workers", type=int, default=1)
     parser.add_argument("--worker-concurrency", type=int, default=2)
@@ -263,8 +272,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=60.0, help="how long to wait for the follow-up work")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    if not (0 < args.rate <= 2000 and 0 < args.duration <= 120 and 0 <= args.endpoints <= 50):
-        parser.error("need 0 < --rate <= 2000, 0 < --duration <= 120 and 0 <= --endpoints <= 50")
+    if not (0 < args.rate <= 2000 and 0 < args.duration <= 120 and 0 <= args.warmup <= 60
+            and 0 <= args.endpoints <= 50):
+        parser.error("need 0 < --rate <= 2000, 0 < --duration <= 120, 0 <= --warmup <= 60 and 0 <= --endpoints <= 50")
     return args
 
 
