@@ -18,6 +18,7 @@ from domain.db import unit_of_work
 from domain.logs import get_logger, request_id_fields
 from domain.settings import get_settings
 from domain.tasks import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
+from domain.webhooks import fan_out as fan_out_rows
 from domain.webhooks import replay, runner
 from workers.app import celery_app, doorbell, send_now
 from workers.validation import row_ids
@@ -35,12 +36,16 @@ def fan_out(self: Task, event_ids: Any) -> None:
     ids = row_ids(WEBHOOKS_FAN_OUT, event_ids)
     if not ids:
         return
-    report = runner.fan_out_and_deliver(ids)
+    request_id = _request_id(self)
+
+    def hand_on(result: fan_out_rows.FanOutResult) -> None:
+        nonlocal request_id  # events of one request: pass its id on even when this message carried none
+        request_id = request_id or (result.request_ids[0] if len(result.request_ids) == 1 else None)
+        if result.unclaimed_ids:
+            doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
+
+    report = runner.fan_out_and_deliver(ids, hand_on=hand_on)
     result, delivered = report.fanned_out, report.delivered
-    # Events of one request: pass its id on even when this message carried none (a re-ring, a batch).
-    request_id = _request_id(self) or (result.request_ids[0] if len(result.request_ids) == 1 else None)
-    if result.unclaimed_ids:
-        doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
     if delivered.audit_event_ids:
         doorbell().ring(AUDIT_RECORD, delivered.audit_event_ids, request_id)
     log.info("webhooks.fanned_out", events=len(ids), deliveries=len(result.delivery_ids),

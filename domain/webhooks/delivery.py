@@ -187,21 +187,18 @@ def record_many(session: Session, results: Sequence[tuple[Claim, transport.SendR
 
 def _endpoints_to_update(session: Session, rows: dict[int, WebhookDelivery],
                          results: Sequence[tuple[Claim, transport.SendResult]]) -> dict[int, WebhookEndpoint]:
-    """The endpoints of these deliveries, locked only where an attempt may change them.
+    """The endpoints of these deliveries, locked in id order, never against fan-out.
 
-    A success on a healthy endpoint changes nothing there, so the common case takes no endpoint lock: every
-    recording group would otherwise queue on a busy endpoint's row. Where a lock is taken it is FOR NO KEY
-    UPDATE, which lets fan-out keep inserting deliveries (their foreign-key check takes FOR KEY SHARE).
+    A group with a failure may change its endpoints (failing_since, disabling): FOR NO KEY UPDATE. A group of
+    successes only reads them unless one ends a failure streak: FOR SHARE, which concurrent success groups
+    share and which waits for a failure still being recorded (so a success never misses the streak that
+    failure starts). Neither conflicts with the FOR KEY SHARE of fan-out's foreign-key check on its inserts.
     """
     ids = sorted({r.endpoint_id for r in rows.values()})
-    found = {e.id: e for e in session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))}
-    failed = {rows[c.delivery_id].endpoint_id for c, result in results if c.delivery_id in rows and not result.ok}
-    to_lock = sorted(i for i, e in found.items() if i in failed or e.failing_since is not None)
-    if to_lock:
-        found.update({e.id: e for e in session.scalars(
-            select(WebhookEndpoint).where(WebhookEndpoint.id.in_(to_lock)).order_by(WebhookEndpoint.id)
-            .with_for_update(key_share=True).execution_options(populate_existing=True))})
-    return found
+    any_failed = any(not result.ok for c, result in results if c.delivery_id in rows)
+    query = select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)).order_by(WebhookEndpoint.id)
+    query = query.with_for_update(key_share=True) if any_failed else query.with_for_update(read=True)
+    return {e.id: e for e in session.scalars(query)}
 
 
 def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | None,

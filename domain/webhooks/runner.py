@@ -11,7 +11,7 @@ import concurrent.futures
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
@@ -126,15 +126,24 @@ class FanOutReport:
     delivered: DeliverReport
 
 
-def fan_out_and_deliver(event_ids: Sequence[int], settings: Settings | None = None) -> FanOutReport:
-    """Fan out, then send the first deliveries straight away: they are created claimed, in the fan-out's own
-    transaction, so a webhook costs no second message, claim or doorbell wait. Deliveries past
-    ``webhook_inline_deliveries`` are left for ``webhooks.deliver`` (ring ``unclaimed_ids``) so a large fan-out
-    is shared between workers. A crash after the commit leaves leased rows that the sweeper hands on."""
+def fan_out_claiming(event_ids: Sequence[int], settings: Settings | None = None) -> fan_out.FanOutResult:
+    """Fan out; the first ``webhook_inline_deliveries`` deliveries are created claimed, for the caller to send
+    (``send_and_record``) once it has rung ``webhooks.deliver`` for the ``unclaimed_ids``."""
     settings = settings or get_settings()
-    terms = claim_terms(settings)
     with unit_of_work() as session:
-        result = fan_out.fan_out(session, event_ids, claim_first=settings.webhook_inline_deliveries, terms=terms)
+        return fan_out.fan_out(session, event_ids, claim_first=settings.webhook_inline_deliveries,
+                               terms=claim_terms(settings))
+
+
+def fan_out_and_deliver(event_ids: Sequence[int], settings: Settings | None = None, *,
+                        hand_on: Callable[[fan_out.FanOutResult], None] | None = None) -> FanOutReport:
+    """Fan out, hand the unclaimed deliveries on (``hand_on``, before any POST, so they never wait for this
+    task's sends), then send the claimed ones straight away: a webhook costs no second message, claim or
+    doorbell wait. A crash after the fan-out commit leaves leased rows that the sweeper hands on."""
+    settings = settings or get_settings()
+    result = fan_out_claiming(event_ids, settings)
+    if hand_on is not None:
+        hand_on(result)
     return FanOutReport(result, send_and_record(result.claims, settings))
 
 

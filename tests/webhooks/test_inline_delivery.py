@@ -5,14 +5,18 @@ Real database and a real HTTP sink on 127.0.0.1; ``runner.fan_out_and_deliver`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from domain.db import unit_of_work
 from domain.models import utcnow
 from domain.settings import Settings
+from domain.tasks import WEBHOOKS_DELIVER
 from domain.webhooks import delivery, fan_out, runner
 from domain.webhooks.models import WebhookEndpoint
 from domain.webhooks.transport import SendResult
@@ -21,6 +25,7 @@ from tests.conftest import World
 from tests.webhooks.conftest import deliveries, meta_events, reconfigure, register, wait_until
 from tests.webhooks.sink import Reply, Sink
 from tests.webhooks.test_delivery import attempts_of, run_until_settled
+from workers import webhook_tasks
 
 
 def test_fan_out_sends_the_first_deliveries_and_leaves_the_rest_to_deliver(
@@ -79,36 +84,63 @@ def test_a_worker_lost_after_fan_out_leaves_leased_rows_that_are_retried(setting
     assert request.headers["webhook-id"] == claimed.msg_id == row.msg_id  # the same message, retried
 
 
+def test_the_task_rings_the_unclaimed_rest_before_it_sends(settings: Settings, world: World, sink: Sink,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reconfigure(monkeypatch, KEYMETA_WEBHOOK_INLINE_DELIVERIES="1")
+    for i in range(3):
+        register(sink.on(f"/rest/{i}", Reply(200)))
+    rung: list[tuple[str, list[int], int]] = []
+
+    class RecordingDoorbell:
+        def ring(self, task_name: str, ids: list[int], request_id: str | None = None) -> None:
+            rung.append((task_name, list(ids), len(sink.received)))  # what had been sent by then
+
+    monkeypatch.setattr(webhook_tasks, "doorbell", RecordingDoorbell)
+    webhook_tasks.fan_out(meta_events(world))
+    by_status = {row.id: row.status for row in deliveries()}
+    [(task_name, ids, sent_before)] = rung
+    assert task_name == WEBHOOKS_DELIVER and sent_before == 0  # the rest never waits for this task's POSTs
+    assert len(ids) == 2 and all(by_status[i] == "pending" for i in ids)
+    assert len(sink.received) == 1 and sorted(by_status.values()) == ["pending", "pending", "succeeded"]
+
+
 @pytest.mark.skipif(not POSTGRES_URL, reason="needs KEYMETA_TEST_POSTGRES_URL (row locks are PostgreSQL's)")
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-def test_recording_attempts_never_blocks_fan_out_to_the_same_endpoint(settings: Settings, world: World,
-                                                                      sink: Sink, master_key: bytes) -> None:
+def test_recording_attempts_never_blocks_fan_out_and_never_misses_a_failure_streak(
+        settings: Settings, world: World, sink: Sink) -> None:
     hook = register(sink.on("/hook", Reply(200)))
-    created = runner.fan_out_events(meta_events(world, count=2))
+    created = runner.fan_out_events(meta_events(world, count=4))
     with unit_of_work() as session:
-        first, second = delivery.claim(session, created, runner.claim_terms(settings))
+        claims = delivery.claim(session, created, runner.claim_terms(settings))
     policy = runner.retry_policy(settings)
 
-    def other_transaction_can(statement: str) -> bool:
+    def record(session: Session, claim: delivery.Claim, status: int) -> None:
+        delivery.record_many(session, [(claim, SendResult(utcnow(), 3, status_code=status))], policy)
+
+    def in_other_transaction(work: Callable[[Session], object]) -> bool:
+        """False when the work had to wait for a row lock (lock_timeout)."""
         with unit_of_work() as other:
             other.execute(text("SET LOCAL lock_timeout = '500ms'"))
             try:
-                other.execute(text(statement), {"id": hook.id})
-            except OperationalError:  # lock_timeout: the row is locked against this statement
+                work(other)
+            except OperationalError:
                 return False
             return True
 
-    lock_endpoint = "SELECT id FROM webhook_endpoints WHERE id = :id FOR UPDATE"
-    with unit_of_work() as recording:  # a success on a healthy endpoint takes no endpoint lock at all
-        delivery.record_many(recording, [(first, SendResult(utcnow(), 3, status_code=200))], policy)
-        assert other_transaction_can(lock_endpoint)
+    def fan_out_more(session: Session) -> None:  # inserts for this endpoint: the foreign key's KEY SHARE
+        assert len(fan_out.fan_out(session, meta_events(world)).delivery_ids) == 1
 
-    with unit_of_work() as recording:  # a failure updates the endpoint (failing_since) under a row lock …
-        delivery.record_many(recording, [(second, SendResult(utcnow(), 3, status_code=500))], policy)
-        assert not other_transaction_can(lock_endpoint)
-        # … which still lets fan-out insert deliveries for that endpoint (the foreign-key check's KEY SHARE).
-        with unit_of_work() as fanning:
-            fanning.execute(text("SET LOCAL lock_timeout = '500ms'"))
-            assert len(fan_out.fan_out(fanning, meta_events(world)).delivery_ids) == 1
+    with unit_of_work() as recording:  # successes share the endpoint and let fan-out insert
+        record(recording, claims[0], 200)
+        assert in_other_transaction(lambda other: record(other, claims[1], 200))
+        assert in_other_transaction(fan_out_more)
+
+    with unit_of_work() as recording:  # a failure being recorded (it starts a failure streak) …
+        record(recording, claims[2], 500)
+        assert in_other_transaction(fan_out_more)  # … still lets fan-out insert,
+        assert not in_other_transaction(lambda other: record(other, claims[3], 200))  # but a success waits
     with unit_of_work() as session:
         assert session.scalar(select(WebhookEndpoint.failing_since).where(WebhookEndpoint.id == hook.id))
+    assert in_other_transaction(lambda other: record(other, claims[3], 200))  # … and then ends the streak
+    with unit_of_work() as session:
+        assert session.scalar(select(WebhookEndpoint.failing_since).where(WebhookEndpoint.id == hook.id)) is None
