@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import anyio
 from fastapi import APIRouter, Request
@@ -118,28 +118,20 @@ class _BacklogCollector(Collector):
                                      "Time since the newest audit record was appended")
             last.add_metric([], figures.last_audit_record_age_seconds)
             yield last
-        deliveries = GaugeMetricFamily("keymeta_webhook_deliveries_open",
-                                       "Webhook deliveries not finished, by status", labels=["status"])
-        for status, count in sorted(figures.webhook_deliveries_open.items()):
-            deliveries.add_metric([status], count)
-        yield deliveries
+        yield _by_label(GaugeMetricFamily("keymeta_webhook_deliveries_open",
+                                          "Webhook deliveries not finished, by status", labels=["status"]),
+                        figures.webhook_deliveries_open)
         yield from _worker_series(figures)
 
 
 def _worker_series(figures: Backlog) -> Iterator[Metric]:
-    given_up = GaugeMetricFamily("keymeta_webhook_deliveries_given_up",
-                                 "Webhook deliveries that ended without success (failed: retries exhausted or "
-                                 "a permanent refusal; cancelled: endpoint disabled or deleted), by status",
-                                 labels=["status"])
-    for status, count in sorted(figures.webhook_deliveries_given_up.items()):
-        given_up.add_metric([status], count)
-    yield given_up
-    attempts = CounterMetricFamily("keymeta_webhook_attempts",
-                                   "Webhook delivery attempts recorded, by outcome (success, failure, lost)",
-                                   labels=["outcome"])
-    for outcome, count in sorted(figures.webhook_attempts.items()):
-        attempts.add_metric([outcome], count)
-    yield attempts
+    yield _by_label(GaugeMetricFamily("keymeta_webhook_deliveries_given_up",
+                                      "Webhook deliveries that ended without success (failed: retries exhausted or "
+                                      "a permanent refusal; cancelled: endpoint disabled or deleted), by status",
+                                      labels=["status"]), figures.webhook_deliveries_given_up)
+    yield _by_label(CounterMetricFamily("keymeta_webhook_attempts",
+                                        "Webhook delivery attempts recorded, by outcome (success, failure, lost)",
+                                        labels=["outcome"]), figures.webhook_attempts)
     durations = figures.webhook_attempt_durations
     if durations is not None:
         window = f"{int(DURATION_WINDOW.total_seconds() // 60)} minutes"
@@ -153,18 +145,19 @@ def _worker_series(figures: Backlog) -> Iterator[Metric]:
                                           f"Webhook attempt duration quantiles over the attempts started in the "
                                           f"last {window} (at most the newest {DURATION_SAMPLE}; lost excluded)",
                                           labels=["quantile"])
-            for q, value in sorted(durations.quantiles.items()):
-                quantiles.add_metric([f"{q:g}"], value)
-            yield quantiles
-    endpoints = GaugeMetricFamily("keymeta_webhook_endpoints", "Webhook endpoints by state", labels=["state"])
-    for state, count in sorted(figures.webhook_endpoints.items()):
-        endpoints.add_metric([state], count)
-    yield endpoints
-    keys = GaugeMetricFamily("keymeta_signing_key_age_seconds",
-                             "Time since the active signing key of each scope was activated", labels=["scope"])
-    for scope, age in sorted(figures.signing_key_ages_seconds.items()):
-        keys.add_metric([scope], age)
-    yield keys
+            yield _by_label(quantiles, {f"{q:g}": value for q, value in durations.quantiles.items()})
+    yield _by_label(GaugeMetricFamily("keymeta_webhook_endpoints", "Webhook endpoints by state", labels=["state"]),
+                    figures.webhook_endpoints)
+    yield _by_label(GaugeMetricFamily("keymeta_signing_key_age_seconds",
+                                      "Time since the active signing key of each scope was activated",
+                                      labels=["scope"]), figures.signing_key_ages_seconds)
+
+
+def _by_label(family: GaugeMetricFamily | CounterMetricFamily, values: Mapping[str, float]) -> Metric:
+    """One sample per label value, in label order."""
+    for label, value in sorted(values.items()):
+        family.add_metric([label], value)
+    return family
 
 
 def _process_registry() -> CollectorRegistry:

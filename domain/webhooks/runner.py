@@ -59,14 +59,9 @@ def send_limits(settings: Settings) -> SendLimits:
 
 
 def fan_out_events(event_ids: Sequence[int]) -> list[int]:
-    """Delivery ids created (ring ``webhooks.deliver`` for them)."""
-    return fan_out_report(event_ids).delivery_ids
-
-
-def fan_out_report(event_ids: Sequence[int]) -> fan_out.FanOutResult:
-    """Like :func:`fan_out_events`, with the request ids of the events fanned out (for the task's log line)."""
+    """Delivery ids created, none claimed (ring ``webhooks.deliver`` for them)."""
     with unit_of_work() as session:
-        return fan_out.fan_out(session, event_ids)
+        return fan_out.fan_out(session, event_ids).delivery_ids
 
 
 def sweep_deliveries(settings: Settings | None = None) -> list[int]:

@@ -68,13 +68,17 @@ def test_100_unknown_api_key(client, world) -> None:
     _refused(client, world, 100, api_key="km_not-a-key")
 
 
-def test_100_missing_api_key(client, world) -> None:
+def _refused_without(client, world, field: str, code: int) -> None:
     form = world.form()
-    del form["api_key"]
+    del form[field]
     before = counts()
     response = client.post(ENDPOINT, data=form)
-    assert_envelope(response, 100)
-    assert_refused_and_audited(before, response, 100)
+    assert_envelope(response, code)
+    assert_refused_and_audited(before, response, code)
+
+
+def test_100_missing_api_key(client, world) -> None:
+    _refused_without(client, world, "api_key", 100)
 
 
 def test_101_inactive_api_key(client, world) -> None:
@@ -135,12 +139,7 @@ def test_210_license_key_is_case_sensitive_on_every_backend(client, world) -> No
 
 
 def test_210_missing_license_key(client, world) -> None:
-    form = world.form()
-    del form["license_key"]
-    before = counts()
-    response = client.post(ENDPOINT, data=form)
-    assert_envelope(response, 210)
-    assert_refused_and_audited(before, response, 210)
+    _refused_without(client, world, "license_key", 210)
 
 
 def test_204_blocked_license(client, settings) -> None:
