@@ -15,13 +15,13 @@ from api.errors import database_unavailable
 from api.rate_limit import RequestRateLimiter
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
-from domain.access import parse_network
-from domain.create_meta import CreateMetaService
-from domain.db import make_async_engine
-from domain.logs import configure_logging, get_logger
-from domain.master_key import load_master_key
-from domain.settings import Settings, get_settings
-from domain.signing_keys import GLOBAL_SCOPE, SignerStore
+from domain.access.checks import parse_network
+from domain.license_meta.service import CreateMetaService
+from domain.platform.database import make_async_engine
+from domain.platform.logs import configure_logging, get_logger
+from domain.platform.settings import Settings, get_settings
+from domain.signing.keys import GLOBAL_SCOPE, SignerStore
+from domain.signing.master_key import load_master_key
 
 log = get_logger("keymeta.api")
 

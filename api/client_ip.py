@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from domain.access import Address, Network, address_in, parse_address
+from domain.access.checks import Address, Network, address_in, parse_address
 
 
 def _hop_address(hop: str) -> Address | None:

@@ -18,9 +18,9 @@ from api.client_ip import client_ip
 from api.errors import database_unavailable
 from api.metrics import record_result_code
 from api.parsing import BodyRejected, parse_create_meta, read_body
-from domain.codes import Code, ExtensionCode
-from domain.create_meta import CreateMetaInput
-from domain.tasks import AUDIT_RECORD, WEBHOOKS_FAN_OUT
+from domain.license_meta.codes import Code, ExtensionCode
+from domain.license_meta.service import CreateMetaInput
+from domain.platform.task_names import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
 PATH = "/api/v1/create-license-key-meta"
 

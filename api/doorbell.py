@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from celery import Celery
 
-from domain.celery_config import celery_config, route_for
-from domain.doorbell import QueuedDoorbell
-from domain.settings import Settings
+from domain.events.doorbell import QueuedDoorbell
+from domain.platform.settings import Settings
+from messaging.celery_config import celery_config, route_for
 
 
 def make_doorbell(settings: Settings) -> QueuedDoorbell:

@@ -6,7 +6,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from domain.logs import get_logger
+from domain.platform.logs import get_logger
 
 log = get_logger("keymeta.api")
 

@@ -21,10 +21,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import JSONResponse
 
-from domain.celery_config import celery_config
-from domain.logs import get_logger
-from domain.migrate import alembic_config, head_revision
-from domain.settings import Settings
+from domain.platform.logs import get_logger
+from domain.platform.migrate import alembic_config, head_revision
+from domain.platform.settings import Settings
+from messaging.celery_config import celery_config
 
 router = APIRouter(include_in_schema=False)
 log = get_logger("keymeta.health")

@@ -9,7 +9,7 @@ directory must exist and be emptied before the server starts. Backlog gauges com
 scrape time, so they are the same whichever process answers.
 
 Worker-side series (webhook attempts by outcome, attempt durations, endpoints by state, signing-key ages)
-are also read from the database at scrape time (``domain.metrics_queries``): Celery's prefork children
+are also read from the database at scrape time (``domain.events.metrics_queries``): Celery's prefork children
 cannot export in-process counters, and rows are exact and survive restarts. ``keymeta_webhook_attempts_total``
 is a counter kept by an :class:`AttemptTally` per process (each attempt row is read once).
 """
@@ -29,8 +29,8 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.logs import get_logger
-from domain.metrics_queries import DURATION_SAMPLE, DURATION_WINDOW, AttemptTally, Backlog, backlog
+from domain.events.metrics_queries import DURATION_SAMPLE, DURATION_WINDOW, AttemptTally, Backlog, backlog
+from domain.platform.logs import get_logger
 
 log = get_logger("keymeta.metrics")
 router = APIRouter(include_in_schema=False)

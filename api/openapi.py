@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from domain.codes import Code, ExtensionCode
+from domain.license_meta.codes import Code, ExtensionCode
 from domain.webhooks.models import DELIVERY_STATUSES
 
 CREATE_META_PATH = "/api/v1/create-license-key-meta"

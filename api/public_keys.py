@@ -12,8 +12,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from domain.logs import get_logger
-from domain.public_keys import (
+from domain.platform.logs import get_logger
+from domain.signing.public_keys import (
     MalformedPublicKey,
     PublishedKey,
     cache_max_age,

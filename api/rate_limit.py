@@ -30,9 +30,9 @@ from limits.aio.strategies import (
 )
 from limits.errors import StorageError
 
-from domain.access import api_key_digest
-from domain.logs import get_logger
-from domain.settings import Settings
+from domain.access.checks import api_key_digest
+from domain.platform.logs import get_logger
+from domain.platform.settings import Settings
 
 log = get_logger("keymeta.rate_limit")
 

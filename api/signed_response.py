@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.responses import Response
 
-from domain.codes import AnyCode
-from domain.envelope import encode_response, php_json, response_object
-from domain.signing_keys import GLOBAL_SCOPE, SignerStore
+from domain.license_meta.codes import AnyCode
+from domain.signing.envelope import encode_response, php_json, response_object
+from domain.signing.keys import GLOBAL_SCOPE, SignerStore
 
 
 class SigningUnavailable(RuntimeError):

@@ -20,13 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.client_ip import client_ip
-from domain.access import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
-from domain.api_keys import MANAGE_WEBHOOKS_CAPABILITY
-from domain.codes import Code
-from domain.db import unit_of_work
-from domain.master_key import load_master_key
-from domain.models import utcnow
-from domain.tasks import WEBHOOKS_DELIVER
+from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
+from domain.access.checks import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
+from domain.license_meta.codes import Code
+from domain.platform.database import unit_of_work
+from domain.platform.models import utcnow
+from domain.platform.task_names import WEBHOOKS_DELIVER
+from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, replay, ssrf
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DELIVERY_STATUSES

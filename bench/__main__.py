@@ -22,7 +22,7 @@ from bench.report import BenchReport, TargetRun, to_json, to_table
 from bench.server import API_FACTORY, CEILING_FACTORY, running_app
 from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
 from bench.wrk import WrkMissing, ensure_wrk, lua_script, parse_seconds, run_wrk
-from domain.signing import generate_private_key, private_pem, public_pem, thumbprint
+from domain.signing.rsa_keys import generate_private_key, private_pem, public_pem, thumbprint
 
 PROBES = 3
 

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from kombu import Connection, Queue
 
-from domain.tasks import QUEUES, queue_name
+from domain.platform.task_names import QUEUES, queue_name
 
 BROKER_URLS = {
     "embedded": "",  # the filesystem broker under the run's own var dir

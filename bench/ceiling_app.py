@@ -13,8 +13,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from domain.envelope import encode_response, php_json, response_object
-from domain.signing import Signer, generate_private_key, load_private_pem, thumbprint
+from domain.signing.envelope import encode_response, php_json, response_object
+from domain.signing.rsa_keys import Signer, generate_private_key, load_private_pem, thumbprint
 
 KEY_FILE_ENV = "KEYMETA_BENCH_CEILING_KEY_FILE"
 PATH = "/api/v1/create-license-key-meta"

@@ -32,9 +32,9 @@ from bench.cpu import process_tree
 from bench.loadgen import KeepAlivePool, fixed_rate
 from bench.server import REPO_ROOT, child_env, free_port, running_app
 from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
-from domain.db import make_sync_engine
-from domain.master_key import decode_master_key
-from domain.models import AuditRecord, OutboxEvent
+from domain.platform.database import make_sync_engine
+from domain.platform.models import AuditRecord, OutboxEvent
+from domain.signing.master_key import decode_master_key
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.endpoints import create_endpoint
 from domain.webhooks.ssrf import parse_allowed

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from domain.verify import EnvelopeInvalid, verify_envelope
+from domain.signing.verification import EnvelopeInvalid, verify_envelope
 
 PATH = "/api/v1/create-license-key-meta"
 

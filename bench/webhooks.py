@@ -81,9 +81,9 @@ def raw_loop(urls: list[str], body: bytes, threads: int, keep_alive: bool) -> fl
 def setup_endpoints(endpoints: int, port: int) -> int:
     """A product, an assigned license key and ``endpoints`` endpoints on the sink; returns the license key id."""
     from domain import catalog
-    from domain.db import unit_of_work
-    from domain.master_key import load_master_key
-    from domain.settings import get_settings
+    from domain.platform.database import unit_of_work
+    from domain.platform.settings import get_settings
+    from domain.signing.master_key import load_master_key
     from domain.webhooks import endpoints as endpoint_service
     from domain.webhooks import ssrf
     from domain.webhooks.audit_events import CLI
@@ -105,9 +105,9 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     """New events, fanned out and delivered as the tasks do it: (fan-out rows/s, deliveries/s, deliveries, body)."""
     from sqlalchemy import func, select
 
-    from domain.db import unit_of_work
-    from domain.models import LicenseKeyMeta
-    from domain.outbox import META_CREATED, add_event
+    from domain.events.outbox import META_CREATED, add_event
+    from domain.platform.database import unit_of_work
+    from domain.platform.models import LicenseKeyMeta
     from domain.webhooks import runner
     from domain.webhooks.models import WebhookDelivery
 
@@ -161,10 +161,10 @@ def main() -> None:
                 "KEYMETA_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
                 "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_WEBHOOK_SEND_THREADS": str(args.threads),
             })
-            from domain.db import make_sync_engine
-            from domain.logs import configure_logging
-            from domain.migrate import upgrade_to_head
-            from domain.settings import get_settings
+            from domain.platform.database import make_sync_engine
+            from domain.platform.logs import configure_logging
+            from domain.platform.migrate import upgrade_to_head
+            from domain.platform.settings import get_settings
 
             configure_logging(get_settings())
             engine = make_sync_engine()

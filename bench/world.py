@@ -16,13 +16,14 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from domain import api_keys, catalog
-from domain.db import make_sync_engine
-from domain.master_key import decode_master_key
-from domain.migrate import upgrade_to_head
-from domain.models import LicenseKeyMeta, SigningKey
-from domain.settings import Settings
-from domain.signing_keys import GLOBAL_SCOPE, create_signing_key
+from domain import catalog
+from domain.access import api_keys
+from domain.platform.database import make_sync_engine
+from domain.platform.migrate import upgrade_to_head
+from domain.platform.models import LicenseKeyMeta, SigningKey
+from domain.platform.settings import Settings
+from domain.signing.keys import GLOBAL_SCOPE, create_signing_key
+from domain.signing.master_key import decode_master_key
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 

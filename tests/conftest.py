@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from domain import api_keys, catalog
-from domain.db import make_sync_engine, reset_engines, unit_of_work
-from domain.master_key import load_master_key
-from domain.migrate import upgrade_to_head
-from domain.settings import Settings, get_settings
-from domain.signing_keys import GLOBAL_SCOPE, active_key, create_signing_key
+from domain import catalog
+from domain.access import api_keys
+from domain.platform.database import make_sync_engine, reset_engines, unit_of_work
+from domain.platform.migrate import upgrade_to_head
+from domain.platform.settings import Settings, get_settings
+from domain.signing.keys import GLOBAL_SCOPE, active_key, create_signing_key
+from domain.signing.master_key import load_master_key
 from tests.backends import DATABASES, check_servers, fresh_postgres_database
 
 FIXTURES = Path(__file__).parent / "fixtures"

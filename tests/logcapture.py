@@ -14,8 +14,8 @@ from contextlib import contextmanager
 
 import structlog
 
-from domain.logs import configure_logging
-from domain.settings import Settings
+from domain.platform.logs import configure_logging
+from domain.platform.settings import Settings
 
 
 def uncache_loggers() -> None:

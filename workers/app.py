@@ -11,11 +11,11 @@ import structlog
 from celery import Celery, signals
 from kombu import Queue
 
-from domain.celery_config import celery_config, route_for
-from domain.doorbell import MAX_IDS_PER_MESSAGE, QueuedDoorbell
-from domain.logs import configure_logging
-from domain.settings import get_settings
-from domain.tasks import QUEUES, queue_name
+from domain.events.doorbell import MAX_IDS_PER_MESSAGE, QueuedDoorbell
+from domain.platform.logs import configure_logging
+from domain.platform.settings import get_settings
+from domain.platform.task_names import QUEUES, queue_name
+from messaging.celery_config import celery_config, route_for
 from workers.schedule import beat_schedule
 
 TASK_MODULES = ["workers.audit_tasks", "workers.sweep_tasks", "workers.key_tasks", "workers.webhook_tasks"]
@@ -73,6 +73,6 @@ def _bind_request_id(task: Any = None, **_: Any) -> None:
 @signals.worker_process_init.connect
 def _fresh_connections_after_fork(**_: Any) -> None:
     # A forked child must not reuse the parent's database sockets.
-    from domain.db import reset_engines
+    from domain.platform.database import reset_engines
 
     reset_engines()

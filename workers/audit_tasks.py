@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.audit import record_events
-from domain.db import unit_of_work
-from domain.logs import get_logger, request_id_fields
-from domain.tasks import AUDIT_RECORD
+from domain.events.audit import record_events
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger, request_id_fields
+from domain.platform.task_names import AUDIT_RECORD
 from workers.app import celery_app
 from workers.validation import row_ids
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from domain import key_rotation
-from domain.db import unit_of_work
-from domain.logs import get_logger
-from domain.master_key import MasterKeyError
-from domain.models import utcnow
-from domain.settings import get_settings
-from domain.signing_keys import SigningKeyError
-from domain.tasks import AUDIT_RECORD, KEYS_ADVANCE, WEBHOOKS_FAN_OUT
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger
+from domain.platform.models import utcnow
+from domain.platform.settings import get_settings
+from domain.platform.task_names import AUDIT_RECORD, KEYS_ADVANCE, WEBHOOKS_FAN_OUT
+from domain.signing import rotation
+from domain.signing.keys import SigningKeyError
+from domain.signing.master_key import MasterKeyError
 from workers.app import celery_app, doorbell
 
 log = get_logger("keymeta.workers.keys")
@@ -19,7 +19,7 @@ log = get_logger("keymeta.workers.keys")
 def advance() -> None:
     try:
         with unit_of_work() as session:
-            outcome = key_rotation.advance(session, get_settings(), utcnow())
+            outcome = rotation.advance(session, get_settings(), utcnow())
     except (MasterKeyError, SigningKeyError) as exc:
         # Nothing changed (the transaction rolled back). Loud on every beat until an operator fixes it.
         log.error("keys.advance_failed", error=str(exc),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.settings import Settings
-from domain.tasks import KEYS_ADVANCE, SWEEP_DELIVERIES, SWEEP_OUTBOX
+from domain.platform.settings import Settings
+from domain.platform.task_names import KEYS_ADVANCE, SWEEP_DELIVERIES, SWEEP_OUTBOX
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from domain.db import unit_of_work
-from domain.logs import get_logger
-from domain.models import utcnow
-from domain.settings import get_settings
-from domain.sweeper import overdue_events
-from domain.tasks import AUDIT_RECORD, SWEEP_OUTBOX, WEBHOOKS_FAN_OUT
+from domain.events.sweeper import overdue_events
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger
+from domain.platform.models import utcnow
+from domain.platform.settings import get_settings
+from domain.platform.task_names import AUDIT_RECORD, SWEEP_OUTBOX, WEBHOOKS_FAN_OUT
 from workers.app import celery_app, send_now
 
 log = get_logger("keymeta.workers.sweep")

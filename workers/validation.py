@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domain.logs import get_logger
+from domain.platform.logs import get_logger
 
 log = get_logger("keymeta.workers")
 MAX_IDS = 5000

@@ -14,10 +14,10 @@ from typing import Any
 
 from celery import Task
 
-from domain.db import unit_of_work
-from domain.logs import get_logger, request_id_fields
-from domain.settings import get_settings
-from domain.tasks import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger, request_id_fields
+from domain.platform.settings import get_settings
+from domain.platform.task_names import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
 from domain.webhooks import fan_out as fan_out_rows
 from domain.webhooks import replay, runner
 from workers.app import celery_app, doorbell, send_now

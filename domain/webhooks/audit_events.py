@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from domain.outbox import add_event
+from domain.events.outbox import add_event
 
 ENDPOINT_CREATED = "webhook_endpoint.created"
 ENDPOINT_UPDATED = "webhook_endpoint.updated"

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from domain.logs import get_logger
-from domain.master_key import MasterKeyError
-from domain.models import OutboxEvent, utcnow
+from domain.platform.logs import get_logger
+from domain.platform.models import OutboxEvent, utcnow
+from domain.signing.master_key import MasterKeyError
 from domain.webhooks import audit_events, endpoints, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.webhooks.policy import FAILED, PENDING, SUCCEEDED, RetryPolicy, decide

@@ -16,9 +16,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from domain.master_key import seal, unseal
-from domain.models import utcnow
-from domain.outbox import WEBHOOK_EVENT_TYPES
+from domain.events.outbox import WEBHOOK_EVENT_TYPES
+from domain.platform.models import utcnow
+from domain.signing.master_key import seal, unseal
 from domain.webhooks import audit_events, ssrf
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import WebhookEndpoint

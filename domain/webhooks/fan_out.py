@@ -19,9 +19,9 @@ from sqlalchemy import Insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from domain.logs import get_logger
-from domain.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcnow
-from domain.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.events.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.platform.logs import get_logger
+from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcnow
 from domain.webhooks.delivery import Claim, ClaimTerms, SigningSecrets, claim_of
 from domain.webhooks.endpoints import subscribes
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from domain.models import Base, BigId, UTCDateTime, utcnow
+from domain.platform.models import Base, BigId, UTCDateTime, utcnow
 
 DELIVERY_STATUSES = ("pending", "in_progress", "succeeded", "failed", "cancelled")
 

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from domain.models import utcnow
+from domain.platform.models import utcnow
 from domain.webhooks import audit_events
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.endpoints import EndpointError, EndpointNotFound, get_endpoint

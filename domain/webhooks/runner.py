@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
-from domain.db import unit_of_work
-from domain.logs import get_logger
-from domain.master_key import load_master_key
-from domain.settings import Settings, get_settings
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger
+from domain.platform.settings import Settings, get_settings
+from domain.signing.master_key import load_master_key
 from domain.webhooks import delivery, fan_out, ssrf
 from domain.webhooks.policy import RetryPolicy
 from domain.webhooks.transport import SendLimits, SendResult

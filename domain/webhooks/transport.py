@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import httpcore
 import httpx
 
-from domain.models import utcnow
+from domain.platform.models import utcnow
 from domain.webhooks import ssrf
 
 USER_AGENT = "keymeta-webhooks/1"

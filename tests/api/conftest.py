@@ -14,15 +14,15 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
-from domain.db import unit_of_work
-from domain.models import LicenseKeyMeta, OutboxEvent, SigningKey
-from domain.settings import Settings
-from domain.verify import verify_envelope
+from domain.platform.database import unit_of_work
+from domain.platform.models import LicenseKeyMeta, OutboxEvent, SigningKey
+from domain.platform.settings import Settings
+from domain.signing.verification import verify_envelope
 from tests.conftest import CLIENT_IP
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 
-# SPEC §1, copied here on purpose: the tests must not trust domain.codes to be right.
+# SPEC §1, copied here on purpose: the tests must not trust domain.license_meta.codes to be right.
 MESSAGES = {
     100: "Invalid API Key",
     101: "Inactive API Key",
@@ -127,7 +127,7 @@ def assert_refused_and_audited(before: Counts, response: Any, code: int) -> None
 
 
 def meta_rows(license_key: str) -> list[LicenseKeyMeta]:
-    from domain.models import LicenseKey
+    from domain.platform.models import LicenseKey
 
     with unit_of_work() as session:
         return list(session.scalars(

@@ -10,9 +10,9 @@ from starlette.testclient import TestClient
 
 from api.client_ip import client_ip
 from domain import catalog
-from domain.access import parse_network
-from domain.db import unit_of_work
-from domain.settings import get_settings
+from domain.access.checks import parse_network
+from domain.platform.database import unit_of_work
+from domain.platform.settings import get_settings
 from tests.api.conftest import ENDPOINT, assert_envelope, counts, new_outbox_events, unique_ip
 from tests.conftest import CLIENT_IP, make_world
 
@@ -174,6 +174,6 @@ def test_without_trusted_proxies_the_header_is_ignored(shared_client, settings) 
 ])
 def test_forwarded_hops_with_ports_are_understood(hop: str, expected: str) -> None:
     from api.client_ip import client_ip
-    from domain.access import parse_network
+    from domain.access.checks import parse_network
 
     assert client_ip("10.0.0.1", f"{hop}, 10.0.0.2", (parse_network("10.0.0.0/8"),)) == expected

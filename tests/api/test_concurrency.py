@@ -12,10 +12,10 @@ import httpx
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.db import make_async_engine, unit_of_work
-from domain.license_meta import write_meta
-from domain.models import LicenseKey, utcnow
-from domain.verify import verify_envelope
+from domain.license_meta.rules import write_meta
+from domain.platform.database import make_async_engine, unit_of_work
+from domain.platform.models import LicenseKey, utcnow
+from domain.signing.verification import verify_envelope
 from tests.api.conftest import ENDPOINT, counts, meta_rows, new_outbox_events, public_keys
 from tests.conftest import CLIENT_IP, World, make_world
 
@@ -75,7 +75,7 @@ def test_concurrent_creates_across_licenses_do_not_interfere(settings) -> None:
     assert all(len(meta_rows(world.license_key)) == 1 for world in worlds)
 
 
-# --- domain.license_meta.write_meta racing directly -------------------------------------------------
+# --- domain.license_meta.rules.write_meta racing directly -------------------------------------------------
 def _license_id(world: World) -> int:
     with unit_of_work() as session:
         return session.scalar(select(LicenseKey.id).where(LicenseKey.key == world.license_key))  # type: ignore[return-value]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from domain.db import unit_of_work
+from domain.platform.database import unit_of_work
 from tests.api.conftest import ENDPOINT, assert_envelope, assert_refused_and_audited, counts, meta_rows
 from tests.conftest import World
 

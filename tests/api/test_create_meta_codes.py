@@ -7,10 +7,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import update
 
-from domain import api_keys, catalog
-from domain.db import unit_of_work
-from domain.models import LicenseKey, SigningKey, utcnow
-from domain.signing_keys import product_scope
+from domain import catalog
+from domain.access import api_keys
+from domain.platform.database import unit_of_work
+from domain.platform.models import LicenseKey, SigningKey, utcnow
+from domain.signing.keys import product_scope
 from tests.api.conftest import (
     ENDPOINT,
     assert_envelope,

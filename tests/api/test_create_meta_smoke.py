@@ -5,9 +5,9 @@ import json
 
 from sqlalchemy import select
 
-from domain.db import unit_of_work
-from domain.models import LicenseKeyMeta, SigningKey
-from domain.verify import verify_envelope
+from domain.platform.database import unit_of_work
+from domain.platform.models import LicenseKeyMeta, SigningKey
+from domain.signing.verification import verify_envelope
 
 
 def _public_keys() -> dict[str, str]:
@@ -44,7 +44,7 @@ def test_padded_identifier_matches_its_activation(client, world) -> None:
 def test_wrong_method_gets_a_signed_405_and_is_audited(client, world) -> None:
     from sqlalchemy import func
 
-    from domain.models import OutboxEvent
+    from domain.platform.models import OutboxEvent
 
     with unit_of_work() as session:
         before = session.scalar(select(func.count()).select_from(OutboxEvent))

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
-from domain.db import make_sync_engine
-from domain.migrate import head_revision
-from domain.settings import Settings, get_settings
+from domain.platform.database import make_sync_engine
+from domain.platform.migrate import head_revision
+from domain.platform.settings import Settings, get_settings
 from tests.conftest import CLIENT_IP
 
 
@@ -79,7 +79,7 @@ def _readyz_with_revision(client: TestClient, settings: Settings, revision: str)
 def _older_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    from domain.migrate import alembic_config
+    from domain.platform.migrate import alembic_config
 
     revisions = [r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
     assert len(revisions) >= 2

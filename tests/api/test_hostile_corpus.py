@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from domain.verify import verify_envelope
+from domain.signing.verification import verify_envelope
 from tests.api.conftest import ENDPOINT, public_keys
 from tests.conftest import World
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from starlette.testclient import TestClient
 
-from domain import key_rotation
-from domain.db import unit_of_work
-from domain.settings import Settings
-from domain.signing_keys import GLOBAL_SCOPE, product_scope
-from domain.verify import EnvelopeInvalid, key_set_from_document, verify_envelope
+from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
+from domain.signing import rotation
+from domain.signing.keys import GLOBAL_SCOPE, product_scope
+from domain.signing.verification import EnvelopeInvalid, key_set_from_document, verify_envelope
 from tests.conftest import World, make_world
 
 ENDPOINT = "/api/v1/create-license-key-meta"
@@ -78,7 +78,7 @@ def test_rotations_under_load_never_produce_an_unverifiable_response(client: Tes
 
     def active(scope: str) -> str:
         with unit_of_work() as session:
-            state = key_rotation.scope_state(session, scope)
+            state = rotation.scope_state(session, scope)
             assert state.active is not None
             return state.active.kid
 
@@ -86,13 +86,13 @@ def test_rotations_under_load_never_produce_an_unverifiable_response(client: Tes
         replaced = active(scope)
         with unit_of_work() as session:
             if how == "now":
-                key_rotation.rotate(session, scope, immediate=True, settings=settings)
+                rotation.rotate(session, scope, immediate=True, settings=settings)
             else:  # a scheduled rotation with an overlap of 0: pending now, promoted by the next beat run
-                key_rotation.rotate(session, scope, settings=no_overlap)
+                rotation.rotate(session, scope, settings=no_overlap)
         if how == "overlap-0":
             more_responses()  # the pending key is published while requests keep coming
             with unit_of_work() as session:
-                key_rotation.advance(session, no_overlap, scopes=[scope])
+                rotation.advance(session, no_overlap, scopes=[scope])
         rotations.append(Rotation(scope, time.monotonic(), replaced))
 
     def rotator() -> None:

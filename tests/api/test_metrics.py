@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, func, select, update
 from starlette.testclient import TestClient
 
-from domain.db import make_async_engine, unit_of_work
-from domain.master_key import load_master_key
-from domain.metrics_queries import AttemptTally, nearest_rank
-from domain.models import OutboxEvent, SigningKey
-from domain.settings import Settings
-from domain.signing_keys import create_signing_key, product_scope
+from domain.events.metrics_queries import AttemptTally, nearest_rank
+from domain.platform.database import make_async_engine, unit_of_work
+from domain.platform.models import OutboxEvent, SigningKey
+from domain.platform.settings import Settings
+from domain.signing.keys import create_signing_key, product_scope
+from domain.signing.master_key import load_master_key
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 ENDPOINT = "/api/v1/create-license-key-meta"

@@ -23,12 +23,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from domain import api_keys
-from domain.api_keys import MANAGE_WEBHOOKS_CAPABILITY
-from domain.codes import CREATE_META_CAPABILITY
-from domain.db import unit_of_work
-from domain.settings import Settings
-from domain.verify import verify_envelope
+from domain.access import api_keys
+from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
+from domain.license_meta.codes import CREATE_META_CAPABILITY
+from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
+from domain.signing.verification import verify_envelope
 from domain.webhooks import ssrf
 from tests.api.conftest import ENDPOINT, public_keys
 from tests.conftest import World, make_world

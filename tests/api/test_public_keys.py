@@ -18,15 +18,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from domain import catalog, key_rotation
-from domain.db import unit_of_work
-from domain.master_key import MasterKeyError, load_master_key
-from domain.models import SigningKey
-from domain.public_keys import cache_max_age
-from domain.settings import Settings
-from domain.signing import load_public_pem, thumbprint
-from domain.signing_keys import GLOBAL_SCOPE, product_scope
-from domain.verify import RevokedKeyUsed, key_set_from_document, verify_envelope
+from domain import catalog
+from domain.platform.database import unit_of_work
+from domain.platform.models import SigningKey
+from domain.platform.settings import Settings
+from domain.signing import rotation
+from domain.signing.keys import GLOBAL_SCOPE, product_scope
+from domain.signing.master_key import MasterKeyError, load_master_key
+from domain.signing.public_keys import cache_max_age
+from domain.signing.rsa_keys import load_public_pem, thumbprint
+from domain.signing.verification import RevokedKeyUsed, key_set_from_document, verify_envelope
 from tests.conftest import make_world
 
 ENDPOINT = "/api/v1/create-license-key-meta"
@@ -39,9 +40,9 @@ def active_kid(scope: str) -> str:
                                                             SigningKey.state == "active")).one()
 
 
-def rotate(scope: str, settings: Settings, immediate: bool = True) -> key_rotation.Outcome:
+def rotate(scope: str, settings: Settings, immediate: bool = True) -> rotation.Outcome:
     with unit_of_work() as session:
-        return key_rotation.rotate(session, scope, immediate=immediate, settings=settings)
+        return rotation.rotate(session, scope, immediate=immediate, settings=settings)
 
 
 def own_key_scope(settings: Settings) -> str:
@@ -66,7 +67,7 @@ def test_public_keys_list_every_state_with_scope_pem_and_times(client: TestClien
     pending = rotate(scope, settings, immediate=False).transitions[0].kid
     revoked = rotate(own_key_scope(settings), settings, immediate=False).transitions[0].kid
     with unit_of_work() as session:
-        key_rotation.revoke(session, revoked, settings=settings)
+        rotation.revoke(session, revoked, settings=settings)
 
     keys = listing(client)
     assert {kid: keys[kid]["state"] for kid in (retired, active, pending, revoked)} == {
@@ -88,7 +89,7 @@ def test_jwks_has_rs256_signing_keys_with_thumbprint_kids_and_no_revoked_ones(cl
     pending = rotate(scope, settings, immediate=False).transitions[0].kid
     revoked = active_kid(scope)
     with unit_of_work() as session:
-        key_rotation.revoke(session, revoked, settings=settings)  # promotes the pending key
+        rotation.revoke(session, revoked, settings=settings)  # promotes the pending key
 
     response = client.get("/.well-known/jwks.json")
     assert response.status_code == 200
@@ -190,7 +191,7 @@ def test_a_response_signed_by_a_revoked_key_is_reported_as_revoked(client: TestC
     response = client.post(ENDPOINT, data=world.form())
     kid = response.headers["x-signature-key-id"]
     with unit_of_work() as session:
-        key_rotation.revoke(session, kid, settings=settings)
+        rotation.revoke(session, kid, settings=settings)
     keys = key_set_from_document(client.get("/api/v1/public-keys").json())
     assert keys.states[kid] == "revoked"
     with pytest.raises(RevokedKeyUsed, match=f"signed by revoked key {kid}") as raised:

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from domain.settings import Settings, get_settings
-from domain.verify import verify_envelope
+from domain.platform.settings import Settings, get_settings
+from domain.signing.verification import verify_envelope
 from tests.api.conftest import ENDPOINT, counts, new_outbox_events, public_keys, unique_ip
 from tests.backends import REDIS_URL
 from tests.conftest import World, configure, make_world

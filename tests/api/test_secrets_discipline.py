@@ -13,13 +13,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from domain import audit
-from domain.api_keys import MANAGE_WEBHOOKS_CAPABILITY
-from domain.cli import main as cli_main
-from domain.db import unit_of_work
-from domain.master_key import load_master_key
-from domain.models import AuditRecord, OutboxEvent
-from domain.settings import Settings
+from cli import main as cli_main
+from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
+from domain.events import audit
+from domain.platform.database import unit_of_work
+from domain.platform.models import AuditRecord, OutboxEvent
+from domain.platform.settings import Settings
+from domain.signing.master_key import load_master_key
 from tests.api.conftest import ENDPOINT
 from tests.conftest import make_world
 from tests.logcapture import logging_to_current_stderr

@@ -1,4 +1,4 @@
-"""PostgreSQL: concurrent create-meta requests share write statements (domain.meta_batch), and a shared
+"""PostgreSQL: concurrent create-meta requests share write statements (domain.license_meta.write_batches), and a shared
 statement decides every request exactly as a statement of its own would. SQLite writes one at a time."""
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from collections import Counter
 import httpx
 import pytest
 
-from domain.codes import Code
-from domain.db import make_async_engine
-from domain.license_meta import license_decision
-from domain.meta_fast_path import MetaWriteRequest, lookup_and_write_many
-from domain.models import utcnow
+from domain.license_meta.codes import Code
+from domain.license_meta.rules import license_decision
+from domain.license_meta.store import MetaWriteRequest, lookup_and_write_many
+from domain.platform.database import make_async_engine
+from domain.platform.models import utcnow
 from tests.api.conftest import ENDPOINT, counts, meta_rows, new_outbox_events
 from tests.backends import POSTGRES_URL
 from tests.conftest import CLIENT_IP, make_world

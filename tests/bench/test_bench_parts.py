@@ -12,8 +12,8 @@ from bench.cpu import CpuMeter, cpu_seconds, process_tree
 from bench.probe import ProbeResult
 from bench.report import BenchReport, TargetRun, to_json, to_table
 from bench.wrk import RESULT_MARK, lua_script, parse_seconds, parse_wrk_output
-from domain.signing import generate_private_key, private_pem, public_pem, thumbprint
-from domain.verify import verify_envelope
+from domain.signing.rsa_keys import generate_private_key, private_pem, public_pem, thumbprint
+from domain.signing.verification import verify_envelope
 
 WRK_STDOUT = """Running 10s test @ http://127.0.0.1:40123/api/v1/create-license-key-meta
   2 threads and 64 connections

@@ -12,13 +12,13 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from domain.cli import main
-from domain.db import reset_engines, unit_of_work
-from domain.migrate import head_revision
-from domain.models import ApiKey, BlockRule, LicenseKey, Product, SigningKey
-from domain.settings import get_settings
-from domain.signing_keys import GLOBAL_SCOPE, product_scope
-from domain.verify import verify_envelope
+from cli import main
+from domain.platform.database import reset_engines, unit_of_work
+from domain.platform.migrate import head_revision
+from domain.platform.models import ApiKey, BlockRule, LicenseKey, Product, SigningKey
+from domain.platform.settings import get_settings
+from domain.signing.keys import GLOBAL_SCOPE, product_scope
+from domain.signing.verification import verify_envelope
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 

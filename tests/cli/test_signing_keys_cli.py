@@ -18,13 +18,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
+from cli import main
 from domain import catalog
-from domain.cli import main
-from domain.db import unit_of_work
-from domain.master_key import load_master_key
-from domain.models import SigningKey, utcnow
-from domain.settings import Settings, get_settings
-from domain.signing_keys import GLOBAL_SCOPE, product_scope
+from domain.platform.database import unit_of_work
+from domain.platform.models import SigningKey, utcnow
+from domain.platform.settings import Settings, get_settings
+from domain.signing.keys import GLOBAL_SCOPE, product_scope
+from domain.signing.master_key import load_master_key
 from tests.conftest import make_world
 from tests.processes import wait_until
 

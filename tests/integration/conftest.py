@@ -11,8 +11,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from domain.db import reset_engines
-from domain.settings import get_settings
+from domain.platform.database import reset_engines
+from domain.platform.settings import get_settings
 from tests.backends import POSTGRES_URL, RABBITMQ_URL, REDIS_URL, fresh_postgres_database
 from tests.conftest import configure
 from tests.processes import Stack, TcpProxy

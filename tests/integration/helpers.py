@@ -6,9 +6,9 @@ from collections import Counter
 import httpx
 from sqlalchemy import func, select
 
-from domain.audit import chain_length, verify_chain
-from domain.db import unit_of_work
-from domain.models import AuditRecord, OutboxEvent
+from domain.events.audit import chain_length, verify_chain
+from domain.platform.database import unit_of_work
+from domain.platform.models import AuditRecord, OutboxEvent
 from tests.conftest import World
 from tests.processes import BIN
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domain.db import unit_of_work
-from domain.outbox import META_CREATE_REFUSED, add_event
-from domain.tasks import AUDIT_RECORD
+from domain.events.outbox import META_CREATE_REFUSED, add_event
+from domain.platform.database import unit_of_work
+from domain.platform.task_names import AUDIT_RECORD
 from tests.conftest import make_world
 from tests.integration.helpers import assert_audit_complete, audit_count, cli, create_many
 from tests.processes import wait_until
@@ -37,8 +37,8 @@ def _ring_one_by_one(event_ids: list[int]) -> None:
     """One message per event (the API would coalesce a burst), so a worker can be caught mid-drain."""
     from celery import Celery
 
-    from domain.celery_config import celery_config, route_for
-    from domain.settings import get_settings
+    from domain.platform.settings import get_settings
+    from messaging.celery_config import celery_config, route_for
 
     producer = Celery("test-producer")
     producer.config_from_object(celery_config(get_settings()))

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from domain.db import unit_of_work
-from domain.master_key import load_master_key
-from domain.settings import get_settings
+from domain.platform.database import unit_of_work
+from domain.platform.settings import get_settings
+from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookDelivery

@@ -3,7 +3,7 @@ from __future__ import annotations
 import threading
 import time
 
-from domain.doorbell import QueuedDoorbell
+from domain.events.doorbell import QueuedDoorbell
 from tests.processes import wait_until
 
 

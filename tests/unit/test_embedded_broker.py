@@ -7,9 +7,9 @@ from pathlib import Path
 
 from kombu import Connection, Exchange, Queue
 
-from domain.celery_config import broker_transport_options, broker_url
-from domain.embedded_broker import SCHEME
-from domain.settings import Settings
+from domain.platform.settings import Settings
+from messaging.celery_config import broker_transport_options, broker_url
+from messaging.embedded_broker import SCHEME
 
 
 def test_plain_filesystem_url_uses_the_atomic_transport(tmp_path: Path) -> None:

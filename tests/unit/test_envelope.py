@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from domain.envelope import encode_response, php_json, response_object
-from domain.signing import Signer, generate_private_key, public_pem
-from domain.verify import EnvelopeInvalid, verify_envelope
+from domain.signing.envelope import encode_response, php_json, response_object
+from domain.signing.rsa_keys import Signer, generate_private_key, public_pem
+from domain.signing.verification import EnvelopeInvalid, verify_envelope
 from tests.conftest import FIXTURES
 
 EXAMPLES = json.loads((FIXTURES / "vendor-examples.json").read_text())["examples"]

@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
-from domain.access import ApiKeyRecord, BlockList, check_access, parse_address, parse_network
-from domain.codes import CREATE_META_CAPABILITY, Code
-from domain.create_meta import mask_license_key
-from domain.license_meta import LicenseView, is_expired, license_decision, meta_fields_decision
+from domain.access.checks import ApiKeyRecord, BlockList, check_access, parse_address, parse_network
+from domain.license_meta.codes import CREATE_META_CAPABILITY, Code
+from domain.license_meta.rules import LicenseView, is_expired, license_decision, meta_fields_decision
+from domain.license_meta.service import mask_license_key
 
 NOW = dt.datetime(2026, 11, 26, 18, 0, tzinfo=dt.UTC)
 

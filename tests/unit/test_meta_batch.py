@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from domain.meta_batch import WriteBatcher
+from domain.license_meta.write_batches import WriteBatcher
 
 
 class Recorder:

@@ -10,11 +10,11 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import delete, func, select
 
-from domain.db import unit_of_work
-from domain.master_key import load_master_key
-from domain.models import LicenseKey, LicenseKeyMeta, OutboxEvent
-from domain.outbox import META_CREATED, add_event
-from domain.settings import Settings, get_settings
+from domain.events.outbox import META_CREATED, add_event
+from domain.platform.database import unit_of_work
+from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent
+from domain.platform.settings import Settings, get_settings
+from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint

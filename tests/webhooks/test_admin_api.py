@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from domain import api_keys
-from domain.api_keys import MANAGE_WEBHOOKS_CAPABILITY
-from domain.db import unit_of_work
-from domain.settings import Settings
+from domain.access import api_keys
+from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
+from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
 from domain.webhooks import audit_events, runner
 from tests.conftest import CLIENT_IP, World
 from tests.webhooks.conftest import meta_events, outbox_events
@@ -154,8 +154,8 @@ def test_deliveries_with_attempts_and_replay(admin: tuple[TestClient, int], worl
                                   "/api/v1/webhook-endpoints/1/deliveries/99999999999999999999/replay",
                                   "/api/v1/webhook-endpoints/0"])
 def test_ids_outside_bigint_are_422_not_a_server_error(client, path: str) -> None:
-    from domain import api_keys
-    from domain.db import unit_of_work
+    from domain.access import api_keys
+    from domain.platform.database import unit_of_work
 
     with unit_of_work() as session:
         secret = api_keys.create_api_key(session, name="ids", capabilities=["manage-webhooks"]).secret

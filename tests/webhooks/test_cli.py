@@ -10,9 +10,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from domain.cli import main
-from domain.db import unit_of_work
-from domain.settings import Settings
+from cli import main
+from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
 from domain.webhooks import audit_events, runner
 from domain.webhooks.models import WebhookEndpoint
 from tests.conftest import World

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
-from domain.db import unit_of_work
-from domain.models import OutboxEvent, utcnow
-from domain.settings import Settings
+from domain.platform.database import unit_of_work
+from domain.platform.models import OutboxEvent, utcnow
+from domain.platform.settings import Settings
 from domain.webhooks import audit_events, delivery, runner
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import World

@@ -13,10 +13,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from domain.db import unit_of_work
-from domain.models import utcnow
-from domain.settings import Settings
-from domain.tasks import WEBHOOKS_DELIVER
+from domain.platform.database import unit_of_work
+from domain.platform.models import utcnow
+from domain.platform.settings import Settings
+from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.webhooks import delivery, fan_out, runner
 from domain.webhooks.models import WebhookEndpoint
 from domain.webhooks.transport import SendResult

@@ -17,8 +17,8 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
-from domain.db import unit_of_work
-from domain.settings import Settings
+from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
 from domain.webhooks import runner, ssrf, transport
 from domain.webhooks.models import WebhookAttempt
 from tests.conftest import World

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import delete, select
 from standardwebhooks.webhooks import Webhook
 
-from domain.db import unit_of_work
+from domain.platform.database import unit_of_work
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import make_world
 from tests.integration.conftest import ALL_STACKS, BrokerStack, make_stack

@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import select, update
 
 from domain import catalog
-from domain.celery_config import route_for
-from domain.db import unit_of_work
-from domain.master_key import MasterKeyError, load_master_key
-from domain.models import OutboxEvent, SigningKey, utcnow
-from domain.settings import Settings, get_settings
-from domain.signing_keys import product_scope
-from domain.tasks import AUDIT_RECORD, KEYS_ADVANCE, WEBHOOKS_FAN_OUT
+from domain.platform.database import unit_of_work
+from domain.platform.models import OutboxEvent, SigningKey, utcnow
+from domain.platform.settings import Settings, get_settings
+from domain.platform.task_names import AUDIT_RECORD, KEYS_ADVANCE, WEBHOOKS_FAN_OUT
+from domain.signing.keys import product_scope
+from domain.signing.master_key import MasterKeyError, load_master_key
+from messaging.celery_config import route_for
 
 
 class RecordingDoorbell:

@@ -1,7 +1,7 @@
 """The request id of an API request follows its work into the audit and webhook log lines.
 
 A real scenario, without a broker: create-meta requests through the in-process app with known
-``X-Request-Id`` headers, then the audit and webhook task bodies (which call ``domain.audit.record_events``,
+``X-Request-Id`` headers, then the audit and webhook task bodies (which call ``domain.events.audit.record_events``,
 ``runner.fan_out_and_deliver`` and ``runner.deliver``) with the message context a worker binds before each task
 (``task_prerun``), delivering to a real HTTP sink on 127.0.0.1. structlog is configured as in production
 (JSON to stderr, here at debug level) and stderr is captured.
@@ -20,10 +20,10 @@ from celery import signals
 from sqlalchemy import delete, select, update
 from starlette.testclient import TestClient
 
-from domain.db import unit_of_work
-from domain.logs import configure_logging
-from domain.models import OutboxEvent
-from domain.settings import Settings, get_settings
+from domain.platform.database import unit_of_work
+from domain.platform.logs import configure_logging
+from domain.platform.models import OutboxEvent
+from domain.platform.settings import Settings, get_settings
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ENDPOINT
 from tests.conftest import make_world

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import domain.tasks as task_names
-from domain.tasks import QUEUES, queue_for
+import domain.platform.task_names as task_names
+from domain.platform.task_names import QUEUES, queue_for
 from workers.app import celery_app
 
 

@@ -1,0 +1,69 @@
+"""``keymeta api-keys`` and ``keymeta blocklist``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from cli import main
+from cli.support import CliError, json_option, parse_time
+from domain import catalog
+from domain.access import api_keys
+from domain.platform.database import unit_of_work
+
+
+@main.group("api-keys")
+def api_keys_group() -> None:
+    """API keys (the secret is printed once, at creation)."""
+
+
+@api_keys_group.command("create")
+@click.option("--name", default="api key", show_default=True)
+@click.option("--capability", "capabilities", multiple=True,
+              help=f"Repeatable; default {api_keys.CAPABILITIES[0]}. Known: {', '.join(api_keys.CAPABILITIES)}.")
+@click.option("--allow-ip", "allowed", multiple=True, help="Repeatable CIDR the key may be used from.")
+@click.option("--expires-at", default=None, help="ISO 8601 or Unix seconds.")
+@json_option
+def api_keys_create(name: str, capabilities: tuple[str, ...], allowed: tuple[str, ...],
+                    expires_at: str | None) -> dict[str, Any]:
+    try:
+        with unit_of_work() as session:
+            issued = api_keys.create_api_key(
+                session, name=name, capabilities=list(capabilities), allowed_cidrs=list(allowed),
+                expires_at=parse_time(expires_at) if expires_at else None)
+            row = issued.row
+            return {"id": row.id, "name": row.name, "api_key": issued.secret,
+                    "capabilities": row.capabilities, "allowed_cidrs": row.allowed_cidrs,
+                    "expires_at": row.expires_at}
+    except api_keys.ApiKeyError as exc:
+        raise CliError(str(exc)) from exc
+
+
+@api_keys_group.command("deactivate")
+@click.argument("key_id", type=int)
+@json_option
+def api_keys_deactivate(key_id: int) -> dict[str, Any]:
+    try:
+        with unit_of_work() as session:
+            row = api_keys.deactivate_api_key(session, key_id)
+            return {"id": row.id, "name": row.name, "active": row.active}
+    except api_keys.ApiKeyError as exc:
+        raise CliError(str(exc)) from exc
+
+@main.group()
+def blocklist() -> None:
+    """Addresses and identifiers refused with code 150."""
+
+
+@blocklist.command("add")
+@click.option("--ip", default=None, help="An address or CIDR.")
+@click.option("--identifier", default=None)
+@json_option
+def blocklist_add(ip: str | None, identifier: str | None) -> dict[str, Any]:
+    try:
+        with unit_of_work() as session:
+            row, created = catalog.add_block_rule(session, ip=ip, identifier=identifier)
+            return {"id": row.id, "kind": row.kind, "value": row.value, "created": created}
+    except catalog.CatalogError as exc:
+        raise CliError(str(exc)) from exc

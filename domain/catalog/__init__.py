@@ -1,0 +1,13 @@
+"""Products, license keys and activations: what the license checks read."""
+
+from domain.catalog.service import (
+    CatalogError,
+    activate,
+    add_block_rule,
+    create_license_key,
+    create_product,
+    generate_license_key,
+)
+
+__all__ = ["CatalogError", "activate", "add_block_rule", "create_license_key", "create_product",
+           "generate_license_key"]

@@ -1,0 +1,41 @@
+"""Alembic environment: the URL comes from keymeta's settings unless the caller set one."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import domain.webhooks.models  # noqa: F401 - registers the webhook tables for autogenerate
+from domain.platform.database import make_sync_engine, sync_url
+from domain.platform.models import Base
+from domain.platform.settings import get_settings
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    url = config.get_main_option("sqlalchemy.url") or str(sync_url(get_settings().effective_database_url))
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_sync_engine()
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
