@@ -19,6 +19,9 @@ from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import GLOBAL_SCOPE, active_key, create_signing_key
 from domain.signing.master_key import load_master_key
 from tests.backends import DATABASES, check_servers, fresh_postgres_database
+from tests.webhook_sink import Sink
+
+pytest_plugins = ["tests.webhook_support"]  # the webhook_settings fixture
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -128,6 +131,19 @@ def make_world(*, status: str = "assigned", product_active: bool = True, own_key
 @pytest.fixture
 def world(settings: Settings) -> World:
     return make_world()
+
+
+@pytest.fixture
+def master_key(settings: Settings) -> bytes:
+    return load_master_key(settings)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    """A real HTTP server on loopback that records what webhooks deliver."""
+    server = Sink()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from tests.conftest import make_world
 from tests.integration.conftest import REAL, make_stack
 from tests.integration.helpers import PATH, assert_audit_complete, audit_count, outbox_count
 from tests.processes import wait_until
-from tests.webhooks.sink import Sink
+from tests.webhook_sink import Sink
 
 pytestmark = pytest.mark.integration
 

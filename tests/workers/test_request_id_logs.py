@@ -28,8 +28,8 @@ from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ENDPOINT
 from tests.conftest import make_world
 from tests.logcapture import uncache_loggers
-from tests.webhooks.conftest import WEBHOOK_ENV, reconfigure, register
-from tests.webhooks.sink import Reply, Sink
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import WEBHOOK_ENV, reconfigure, register
 from workers import audit_tasks, webhook_tasks
 
 

@@ -1,17 +1,18 @@
-"""Webhook tests: the real database (SQLite, and PostgreSQL when configured) and a real HTTP sink."""
+"""Webhook test support: short retry timings, loopback allow-listed, a clean endpoint table, a real HTTP sink."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from sqlalchemy import delete, func, select
 
 from domain.events.outbox import META_CREATED, add_event
-from domain.platform.database import unit_of_work
+from domain.platform.database import reset_engines, unit_of_work
 from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent
 from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
@@ -19,8 +20,7 @@ from domain.webhooks import endpoints, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests import processes
-from tests.conftest import World, make_world
-from tests.webhooks.sink import Sink
+from tests.conftest import World, configure
 
 # Short everything: a whole retry schedule runs in under two seconds, and no test sleeps for real minutes.
 WEBHOOK_ENV = {
@@ -39,14 +39,19 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-def settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """The suite's settings (tests/conftest.py) plus short webhook timings and loopback allow-listed."""
+def webhook_settings(database_url: str, master_key_text: str, tmp_path: Path,
+                     monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """The suite's settings plus short webhook timings and loopback allow-listed, on a clean endpoint table.
+
+    A test folder or module that works on webhooks overrides ``settings`` with this fixture.
+    """
     global _first_event_id
-    current = reconfigure(monkeypatch, **WEBHOOK_ENV)
+    current = configure(monkeypatch, database_url, master_key_text, tmp_path / "var", **WEBHOOK_ENV)
     with unit_of_work() as session:  # the database is shared by the session's tests: start clean
         session.execute(delete(WebhookEndpoint))  # deliveries and attempts cascade
         _first_event_id = (session.scalar(select(func.max(OutboxEvent.id))) or 0) + 1
     yield current
+    reset_engines()
     get_settings.cache_clear()
 
 
@@ -60,18 +65,6 @@ def reconfigure(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     return get_settings()
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    server = Sink()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def master_key(settings: Settings) -> bytes:
-    return load_master_key(settings)
 
 
 @dataclass(frozen=True)
@@ -119,8 +112,3 @@ def outbox_events(event_type: str, subject_id: int | None = None) -> list[Outbox
         if subject_id is not None:
             query = query.where(OutboxEvent.subject_id == subject_id)
         return list(session.scalars(query))
-
-
-@pytest.fixture
-def world(settings: Settings) -> World:
-    return make_world()

@@ -22,9 +22,9 @@ from domain.webhooks.models import WebhookEndpoint
 from domain.webhooks.transport import SendResult
 from tests.backends import POSTGRES_URL
 from tests.conftest import World
-from tests.webhooks.conftest import deliveries, meta_events, reconfigure, register, wait_until
-from tests.webhooks.sink import Reply, Sink
-from tests.webhooks.test_delivery import attempts_of, run_until_settled
+from tests.domain.webhooks.test_delivery import attempts_of, run_until_settled
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import deliveries, meta_events, reconfigure, register, wait_until
 from workers import webhook_tasks
 
 

@@ -16,8 +16,14 @@ from domain.platform.settings import Settings
 from domain.webhooks import audit_events, runner
 from domain.webhooks.models import WebhookEndpoint
 from tests.conftest import World
-from tests.webhooks.conftest import deliveries, meta_events, outbox_events
-from tests.webhooks.sink import Reply, Sink
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import deliveries, meta_events, outbox_events
+
+
+@pytest.fixture
+def settings(webhook_settings: Settings) -> Settings:
+    """Webhook timings and allow-list of tests/webhook_support.py."""
+    return webhook_settings
 
 
 def run(*args: str) -> Result:

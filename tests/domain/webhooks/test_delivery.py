@@ -17,8 +17,8 @@ from domain.platform.settings import Settings
 from domain.webhooks import audit_events, delivery, runner
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import World
-from tests.webhooks.conftest import deliveries, meta_events, outbox_events, reconfigure, register, wait_until
-from tests.webhooks.sink import Reply, Sink, closed_port
+from tests.webhook_sink import Reply, Sink, closed_port
+from tests.webhook_support import deliveries, meta_events, outbox_events, reconfigure, register, wait_until
 
 
 def attempts_of(delivery_id: int) -> list[WebhookAttempt]:

@@ -14,13 +14,20 @@ from sqlalchemy import delete, select
 from standardwebhooks.webhooks import Webhook
 
 from domain.platform.database import unit_of_work
+from domain.platform.settings import Settings
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import make_world
 from tests.integration.conftest import ALL_STACKS, BrokerStack, make_stack
 from tests.integration.helpers import cli, create_many
 from tests.processes import wait_until
-from tests.webhooks.conftest import WEBHOOK_ENV, register
-from tests.webhooks.sink import Reply, Sink
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import WEBHOOK_ENV, register
+
+
+@pytest.fixture
+def settings(webhook_settings: Settings) -> Settings:
+    """Webhook timings and allow-list of tests/webhook_support.py."""
+    return webhook_settings
 
 pytestmark = pytest.mark.integration
 

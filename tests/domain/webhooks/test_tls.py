@@ -22,8 +22,8 @@ from domain.platform.settings import Settings
 from domain.webhooks import runner, ssrf, transport
 from domain.webhooks.models import WebhookAttempt
 from tests.conftest import World
-from tests.webhooks.conftest import meta_events, register
-from tests.webhooks.sink import Reply, Sink
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import meta_events, register
 
 
 def _name(text: str) -> x509.Name:

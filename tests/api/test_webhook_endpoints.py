@@ -14,8 +14,14 @@ from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
 from domain.webhooks import audit_events, runner
 from tests.conftest import CLIENT_IP, World
-from tests.webhooks.conftest import meta_events, outbox_events
-from tests.webhooks.sink import Reply, Sink
+from tests.webhook_sink import Reply, Sink
+from tests.webhook_support import meta_events, outbox_events
+
+
+@pytest.fixture
+def settings(webhook_settings: Settings) -> Settings:
+    """Webhook timings and allow-list of tests/webhook_support.py."""
+    return webhook_settings
 
 BASE = "/api/v1/webhook-endpoints"
 
