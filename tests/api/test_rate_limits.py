@@ -1,12 +1,15 @@
 """Rate limits per API key, per client IP and for failed authentications (api/rate_limit.py).
 
 Memory store always; Redis too when ``KEYMETA_TEST_REDIS_URL`` is set (each test has its own key prefix,
-so parallel runs sharing one Redis never collide).
+so parallel runs sharing one Redis never collide). On the memory store time is a fake clock that stands
+still unless a test moves it, so no test depends on where the wall clock is; every test runs with the clock
+a second before a minute boundary and just after one. Redis keeps its own time (TTLs from the first hit).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -23,6 +26,25 @@ from tests.backends import REDIS_URL
 from tests.conftest import World, configure, make_world
 
 STORES = ["memory"] + (["redis"] if REDIS_URL else [])
+MINUTE_EDGE = 1_800_000_000.0  # a whole minute (and hour) in Unix seconds
+
+
+class FakeClock:
+    """Unix seconds that stand still unless a test advances them."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture(params=[MINUTE_EDGE - 1, MINUTE_EDGE + 0.001], ids=["second-before-minute", "just-after-minute"])
+def clock(request: pytest.FixtureRequest) -> FakeClock:
+    return FakeClock(request.param)
 
 
 def assert_rate_limited(response: Any, scope: str) -> dict[str, Any]:
@@ -46,10 +68,12 @@ def assert_rate_limited(response: Any, scope: str) -> dict[str, Any]:
 
 @pytest.fixture
 def limited(database_url: str, master_key_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-            request: pytest.FixtureRequest) -> Iterator[Callable[..., Callable[[str], TestClient]]]:
+            clock: FakeClock) -> Iterator[Callable[..., Callable[[str], TestClient]]]:
     """``limited(store, per_key=…, per_ip=…, failed=…)`` → ``client_for(ip)``: clients of one app (one API
-    process); two calls with the same ``prefix`` are two replicas sharing the store's counters."""
+    process) whose limiter reads ``clock``; two calls with the same ``prefix`` are two replicas sharing the
+    store's counters."""
     from api.app import create_app
+    from api.rate_limit import RequestRateLimiter
 
     stack = ExitStack()
 
@@ -62,6 +86,8 @@ def limited(database_url: str, master_key_text: str, tmp_path: Path, monkeypatch
                              KEYMETA_RATE_LIMIT_PER_IP=per_ip, KEYMETA_RATE_LIMIT_FAILED_AUTH_PER_IP=failed,
                              KEYMETA_RATE_LIMIT_STRATEGY=strategy, KEYMETA_RATE_LIMIT_STORAGE_URL=url,
                              KEYMETA_RATE_LIMIT_KEY_PREFIX=prefix or f"keymeta-test-{uuid.uuid4().hex}")
+        # The app builds its limiter at start-up; this one reads the test's clock.
+        monkeypatch.setattr("api.app.RequestRateLimiter", functools.partial(RequestRateLimiter, clock=clock))
         app = create_app(settings)
 
         def client_for(ip: str) -> TestClient:
@@ -142,6 +168,36 @@ def test_failed_authentication_is_limited_tighter_and_locks_the_address(limited:
     other = client_for(unique_ip())
     for _ in range(3):
         assert post(other, world).json()["response"]["code"] == 453
+
+
+def test_sliding_window_weighs_the_previous_minute_by_its_share_still_inside(limited: Any,
+                                                                          clock: FakeClock) -> None:
+    client = limited("memory", per_ip="2/minute")(unique_ip())
+    assert post(client, make_world()).json()["response"]["code"] == 453
+    assert post(client, make_world()).json()["response"]["code"] == 453
+    assert_rate_limited(post(client, make_world()), "ip")
+    # At the next minute the previous one still counts in full (2 × 60/60) ...
+    clock.now = (clock.now // 60 + 1) * 60
+    assert_rate_limited(post(client, make_world()), "ip")
+    # ... half a minute later by half (2 × 30/60 = 1): one more request fits, the next does not.
+    clock.advance(30)
+    assert post(client, make_world()).json()["response"]["code"] == 453
+    assert_rate_limited(post(client, make_world()), "ip")
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "moving-window"])
+def test_retry_after_counts_down_on_the_clock(limited: Any, clock: FakeClock, strategy: str) -> None:
+    client = limited("memory", per_ip="1/minute", strategy=strategy)(unique_ip())
+    assert post(client, make_world()).json()["response"]["code"] == 453
+    response = post(client, make_world())
+    assert_rate_limited(response, "ip")
+    assert response.headers["retry-after"] == "60"
+    clock.advance(59.5)
+    response = post(client, make_world())
+    assert_rate_limited(response, "ip")
+    assert response.headers["retry-after"] == "1"
+    clock.advance(0.5)
+    assert post(client, make_world()).json()["response"]["code"] == 453
 
 
 @pytest.mark.skipif(not REDIS_URL, reason="needs KEYMETA_TEST_REDIS_URL (a shared store)")
