@@ -8,7 +8,11 @@ BENCH_BACKEND ?= embedded
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run test lint unit bench clean audit-deps lock
+.PHONY: install run db-stop test lint unit bench clean audit-deps lock
+
+# With KEYMETA_DATABASE_URL unset the database is the embedded PostgreSQL server under ./var/: whatever starts
+# it (`keymeta db upgrade` here) leaves it running, so every recipe that may start it stops it on its way out.
+STOP_EMBEDDED_DB = [ -n "$$KEYMETA_DATABASE_URL" ] || $(BIN)/keymeta db stop >/dev/null
 
 # Every dependency (dev included) pinned with hashes in requirements.lock; keymeta itself without deps.
 $(STAMP): pyproject.toml requirements.lock
@@ -20,10 +24,14 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# Ctrl-C (or any failure) ends honcho and its processes, then the embedded server: no process is left behind.
+# A second `make run` starts the server again on the same data.
 run: install  ## migrate, bootstrap demo data, start every process of the Procfile on ./var/
-	$(BIN)/keymeta db upgrade
-	$(BIN)/keymeta bootstrap --demo
-	$(BIN)/honcho start $(PROCESSES)
+	@trap '$(STOP_EMBEDDED_DB)' EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; \
+	$(BIN)/keymeta db upgrade && $(BIN)/keymeta bootstrap --demo && $(BIN)/honcho start $(PROCESSES)
+
+db-stop: install  ## stop the embedded PostgreSQL server of ./var/ (`make run` stops it when it ends)
+	$(BIN)/keymeta db stop
 
 lint: install
 	$(BIN)/ruff check --output-format concise .
@@ -47,5 +55,9 @@ test: lint  ## the whole suite; pytest's "no tests collected" (exit 5) is a fail
 bench: install  ## every figure in one run: BENCH_BACKEND=embedded|postgres-rabbitmq|postgres-redis
 	$(BIN)/python -m bench.all --backend $(BENCH_BACKEND) $(BENCH_ARGS)
 
+# The embedded servers (./var/ and the suite's ./var/test-postgres) stop first: a server whose data directory
+# is deleted under it keeps running.
 clean:
+	-test ! -x $(BIN)/keymeta || { $(STOP_EMBEDDED_DB); }
+	-test ! -x $(BIN)/keymeta || KEYMETA_DATABASE_URL= KEYMETA_VAR_DIR=var/test-postgres $(BIN)/keymeta db stop >/dev/null
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

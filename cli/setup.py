@@ -1,4 +1,4 @@
-"""``keymeta db upgrade`` and ``keymeta bootstrap``."""
+"""``keymeta bootstrap``, and the master key every command that encrypts needs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from cli import main
 from cli.support import CliError, json_option
 from domain import catalog
 from domain.access import api_keys
-from domain.platform.database import sync_engine, unit_of_work
-from domain.platform.migrate import current_revision, upgrade_to_head
+from domain.platform.database import unit_of_work
 from domain.platform.models import LicenseKey, Product
 from domain.platform.settings import get_settings
 from domain.signing.keys import GLOBAL_SCOPE, active_key, create_signing_key
@@ -30,18 +29,6 @@ def master_key_or_fail(create: bool = False) -> bytes:
         return load_master_key(get_settings(), create=create)
     except MasterKeyError as exc:
         raise CliError(str(exc)) from exc
-
-
-@main.group()
-def db() -> None:
-    """Database schema."""
-
-@db.command("upgrade")
-@json_option
-def db_upgrade() -> dict[str, Any]:
-    """Migrate the schema to head (Alembic)."""
-    upgrade_to_head(sync_engine())
-    return {"revision": current_revision(sync_engine())}
 
 
 # --- bootstrap --------------------------------------------------------------------------------------

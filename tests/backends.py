@@ -1,24 +1,72 @@
 """Which real servers the suite runs against.
 
-SQLite (the embedded default) always; PostgreSQL, RabbitMQ and Redis when their URL is given in
-``KEYMETA_TEST_POSTGRES_URL`` / ``KEYMETA_TEST_RABBITMQ_URL`` / ``KEYMETA_TEST_REDIS_URL`` (``.ci/run``
-gives all three). A URL that is given but unreachable fails the run; it is never skipped.
+PostgreSQL always: the server in ``KEYMETA_TEST_POSTGRES_URL`` when it is set (``.ci/run`` sets it), else
+the embedded server of the suite's own var dir (``var/test-postgres``, never the ``var/`` of ``make run``).
+Every session works in a fresh database of its own on it, dropped afterwards. RabbitMQ and Redis when their
+URL is given in ``KEYMETA_TEST_RABBITMQ_URL`` / ``KEYMETA_TEST_REDIS_URL``. A URL that is given but
+unreachable fails the run; it is never skipped.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
 
 from sqlalchemy.engine import make_url
+
+from domain.platform import embedded_postgres
 
 POSTGRES_URL = os.environ.get("KEYMETA_TEST_POSTGRES_URL", "")
 RABBITMQ_URL = os.environ.get("KEYMETA_TEST_RABBITMQ_URL", "")
 REDIS_URL = os.environ.get("KEYMETA_TEST_REDIS_URL", "")
 
-DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+TEST_VAR_DIR = Path(__file__).resolve().parent.parent / "var" / "test-postgres"
+_USERS_LOCK = TEST_VAR_DIR / "sessions.lock"
+_users_fd: int | None = None
+
+
+@cache
+def admin_url() -> str:
+    """A PostgreSQL URL allowed to create databases: the CI server, or the suite's embedded server (started,
+    and held for this session: the last session to finish stops it, see ``release_embedded_server``)."""
+    if POSTGRES_URL:
+        return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
+    global _users_fd
+    TEST_VAR_DIR.mkdir(parents=True, exist_ok=True)
+    _users_fd = os.open(_USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(_users_fd, fcntl.LOCK_SH)  # a session that stops the server waits for every holder
+    return make_url(embedded_postgres.ensure_running(TEST_VAR_DIR)).set(database="postgres").render_as_string(
+        hide_password=False)
+
+
+def release_embedded_server() -> None:
+    """Stop the suite's embedded server unless another test session still uses it."""
+    global _users_fd
+    if _users_fd is None:
+        return
+    os.close(_users_fd)
+    _users_fd = None
+    fd = os.open(_USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return
+    try:
+        embedded_postgres.stop(TEST_VAR_DIR)
+    finally:
+        os.close(fd)
+
+
+def __getattr__(name: str) -> str:
+    if name == "ADMIN_URL":  # lazily: importing this module starts no server
+        return admin_url()
+    raise AttributeError(name)
 
 
 @contextmanager
@@ -26,16 +74,18 @@ def fresh_postgres_database() -> Iterator[str]:
     """A database of its own for this test session, dropped afterwards (parallel runs never collide)."""
     import psycopg
 
-    admin_url = make_url(POSTGRES_URL).set(drivername="postgresql")
     name = f"keymeta_test_{uuid.uuid4().hex[:12]}"
-    dsn = admin_url.render_as_string(hide_password=False)
+    dsn = admin_url()
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield admin_url.set(database=name).render_as_string(hide_password=False)
+        yield make_url(dsn).set(database=name).render_as_string(hide_password=False)
     finally:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+fresh_database = fresh_postgres_database
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -18,7 +18,7 @@ from domain.platform.migrate import upgrade_to_head
 from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import GLOBAL_SCOPE, active_key, create_signing_key
 from domain.signing.master_key import load_master_key
-from tests.backends import DATABASES, check_servers, fresh_postgres_database
+from tests.backends import check_servers, fresh_postgres_database, release_embedded_server
 from tests.webhook_sink import Sink
 
 pytest_plugins = ["tests.webhook_support"]  # the webhook_settings fixture
@@ -31,17 +31,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     problems = check_servers(require_all=os.environ.get("CI") == "true")
     if problems:
         raise pytest.UsageError("real servers unavailable: " + "; ".join(problems))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The suite's embedded PostgreSQL stops with the last test session that used it: no process is left."""
+    release_embedded_server()
+
 CLIENT_IP = "203.0.113.10"
 
 
-@pytest.fixture(scope="session", params=DATABASES)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A migrated database with an active global signing key: SQLite always, PostgreSQL when configured."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'keymeta.db'}"
-    else:
-        with fresh_postgres_database() as url:
-            yield url
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """This session's own PostgreSQL database (on the CI server or the suite's embedded one); ``settings``
+    migrates it and gives it an active global signing key."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -72,7 +76,7 @@ def configure(monkeypatch: pytest.MonkeyPatch, database_url: str, master_key_tex
 @pytest.fixture
 def settings(database_url: str, master_key_text: str, tmp_path: Path,
              monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Environment-driven settings on the session's database (SQLite, and PostgreSQL when configured)."""
+    """Environment-driven settings on the session's database."""
     yield configure(monkeypatch, database_url, master_key_text, tmp_path / "var")
     reset_engines()
     get_settings.cache_clear()
