@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.signer = EnvelopeSigner(store, engine.connect)
         app.state.doorbell = make_doorbell(settings)
         app.state.rate_limiter = RequestRateLimiter(settings)
-        log.info("api.started", database=engine.dialect.name)
+        log.info("api.started", database_host=engine.url.host, database_name=engine.url.database,
+                 db_pool_size=settings.api_db_pool_size)
         try:
             yield
         finally:

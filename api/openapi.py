@@ -77,7 +77,7 @@ def _signed(description: str, codes: list[int], extra_headers: dict[str, Any] | 
 
 
 def create_meta_operation() -> dict[str, Any]:
-    """``POST /api/v1/create-license-key-meta`` (SPEC §1)."""
+    """``POST /api/v1/create-license-key-meta`` (docs/api.md)."""
     return {
         "summary": "Create License Key Meta",
         "operationId": "create_license_key_meta",
@@ -99,7 +99,7 @@ def signed_responses() -> dict[str, Any]:
     retry_after = {"Retry-After": {"description": "seconds until the limit allows a request again",
                                    "schema": {"type": "integer", "minimum": 1}}}
     return {
-        "200": _signed("Outcome of the SPEC §1 checks (453 = created, with `meta_id`); a field over its limit "
+        "200": _signed("Outcome of the documented checks (453 = created, with `meta_id`); a field over its limit "
                        "is 901 with `errors`.", _codes_for(200)),
         "400": _signed("The body cannot be parsed in its declared content type (901, `errors.body`).", [901]),
         "401": _signed("Unknown, inactive or under-privileged API key, or not from an allowed address.",
@@ -209,7 +209,7 @@ def _admin_responses() -> dict[str, Any]:
 
 def _document(app: FastAPI) -> dict[str, Any]:
     schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
-                         description="License-key metadata service. See the README's *Security* section.")
+                         description="License-key metadata service. Rate limits and security: docs/api.md.")
     components = schema.setdefault("components", {})
     components.setdefault("schemas", {}).update(_SCHEMAS)
     components["securitySchemes"] = {

@@ -1,4 +1,4 @@
-"""Request parameters of create-license-key-meta from any accepted encoding (SPEC §1 "Request")."""
+"""Request parameters of create-license-key-meta from any accepted encoding (docs/api.md, "Request")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /api/v1/public-keys and GET /.well-known/jwks.json (SPEC §3).
+"""GET /api/v1/public-keys and GET /.well-known/jwks.json (docs/api.md, "Public keys").
 
 Read fresh from the database on every request (one small query); clients cache them for
 ``max-age = min(3600, overlap // 2)`` seconds, which keeps the overlap at least twice the max-age.

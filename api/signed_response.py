@@ -1,4 +1,4 @@
-"""Outcome -> signed envelope (SPEC §1 "Response envelope"), as an HTTP response."""
+"""Outcome -> signed envelope (docs/api.md, "The signed envelope"), as an HTTP response."""
 
 from __future__ import annotations
 

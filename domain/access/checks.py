@@ -1,4 +1,4 @@
-"""Who may call: API keys by digest, capabilities, allowed CIDRs, and the block list (SPEC §1 steps 1–5)."""
+"""Who may call: API keys by digest, capabilities, allowed CIDRs, and the block list (checks 1–5 of docs/api.md)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def normalize_identifier(identifier: str) -> str:
 
 def check_access(key: ApiKeyRecord | None, capability: str, address: Address | None,
                  identifier: str | None, blocklist: BlockList, now: dt.datetime) -> Code | None:
-    """Steps 1–5 of SPEC §1, in order; ``None`` means the caller may proceed."""
+    """Checks 1–5 of docs/api.md, in order; ``None`` means the caller may proceed."""
     if key is None:
         return Code.INVALID_API_KEY
     if not key.active or (key.expires_at is not None and key.expires_at <= now):

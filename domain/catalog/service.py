@@ -1,4 +1,4 @@
-"""Products, license keys, activations and the block list: what the checks of SPEC §1 read."""
+"""Products, license keys, activations and the block list: what the license checks of docs/api.md read."""
 
 from __future__ import annotations
 

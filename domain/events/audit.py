@@ -106,9 +106,8 @@ def poison_fields(event: OutboxEvent, error: str) -> dict[str, Any]:
 
 
 def lock_chain(session: Session) -> None:
-    """One writer at a time. SQLite transactions already hold the write lock (BEGIN IMMEDIATE)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
+    """One writer at a time: a transaction-scoped advisory lock, released when the caller's transaction ends."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_ID})
 
 
 @dataclass(frozen=True)

@@ -27,10 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.platform.models import AuditRecord, OutboxEvent, SigningKey
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.webhooks.states import GIVEN_UP_STATUSES, OPEN_STATUSES, AttemptOutcome
 
-OPEN_DELIVERY_STATES = ("pending", "in_progress")
-GIVEN_UP_DELIVERY_STATES = ("failed", "cancelled")
-ATTEMPT_OUTCOMES = ("success", "failure", "lost")
 # An attempt row is inserted and committed in one short transaction. Rows this many ids below the newest
 # committed one are taken as settled (no lower id can still appear) and are never counted again.
 TALLY_TAIL_IDS = 10_000
@@ -86,7 +84,7 @@ class AttemptTally:
         if target > settled_through:
             for outcome, count in await _attempts_by_outcome(connection, settled_through, target):
                 settled[outcome] = settled.get(outcome, 0) + count
-        totals = dict.fromkeys(ATTEMPT_OUTCOMES, 0) | settled
+        totals = {outcome.value: 0 for outcome in AttemptOutcome} | settled
         for outcome, count in await _attempts_by_outcome(connection, target, None):
             totals[outcome] = totals.get(outcome, 0) + count
         totals = {outcome: max(count, reported.get(outcome, 0)) for outcome, count in totals.items()}
@@ -119,7 +117,7 @@ async def attempt_durations(connection: AsyncConnection, now: dt.datetime) -> At
         .where(WebhookAttempt.id > newest - DURATION_SAMPLE))).all()
     since = now - DURATION_WINDOW
     values = sorted(duration / 1000.0 for duration, outcome, started in rows
-                    if outcome != "lost" and _aware(started) >= since)
+                    if outcome != AttemptOutcome.LOST and _aware(started) >= since)
     if not values:
         return AttemptDurations(0, {})
     return AttemptDurations(len(values), {q: nearest_rank(values, q) for q in DURATION_QUANTILES})
@@ -148,15 +146,15 @@ async def backlog(connection: AsyncConnection, now: dt.datetime | None = None,
     last_recorded = (await connection.execute(
         select(AuditRecord.recorded_at).order_by(AuditRecord.seq.desc()).limit(1))).scalar_one_or_none()
     open_rows = (await connection.execute(
-        select(WebhookDelivery.status, func.count()).where(WebhookDelivery.status.in_(OPEN_DELIVERY_STATES))
+        select(WebhookDelivery.status, func.count()).where(WebhookDelivery.status.in_(OPEN_STATUSES))
         .group_by(WebhookDelivery.status))).all()
-    deliveries = dict.fromkeys(OPEN_DELIVERY_STATES, 0)
-    deliveries.update({status: int(count) for status, count in open_rows})
+    deliveries = {status.value: 0 for status in OPEN_STATUSES}
+    deliveries.update({str(status): int(count) for status, count in open_rows})
     given_up_rows = (await connection.execute(
-        select(WebhookDelivery.status, func.count()).where(WebhookDelivery.status.in_(GIVEN_UP_DELIVERY_STATES))
+        select(WebhookDelivery.status, func.count()).where(WebhookDelivery.status.in_(GIVEN_UP_STATUSES))
         .group_by(WebhookDelivery.status))).all()
-    given_up = dict.fromkeys(GIVEN_UP_DELIVERY_STATES, 0)
-    given_up.update({status: int(count) for status, count in given_up_rows})
+    given_up = {status.value: 0 for status in GIVEN_UP_STATUSES}
+    given_up.update({str(status): int(count) for status, count in given_up_rows})
     endpoint_rows = (await connection.execute(
         select(WebhookEndpoint.enabled, func.count()).group_by(WebhookEndpoint.enabled))).all()
     endpoint_states = {"enabled": 0, "disabled": 0}

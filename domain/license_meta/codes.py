@@ -1,4 +1,4 @@
-"""Outcome codes of create-license-key-meta: exact message bytes and HTTP status (SPEC §1)."""
+"""Outcome codes of create-license-key-meta: exact message bytes and HTTP status (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ CREATE_META_CAPABILITY = "create-license-key-meta"
 
 
 class ExtensionCode(IntEnum):
-    """keymeta's own codes, outside the vendor's table (SPEC §1 lists only the vendor's).
+    """keymeta's own codes, outside the vendor's table (docs/api.md lists them apart).
 
     Four digits so they can never collide with a vendor code (all three digits); 4290 reads as HTTP 429.
     Same envelope, same signing, same audit trail as a vendor code.

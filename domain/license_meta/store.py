@@ -1,17 +1,16 @@
-"""PostgreSQL hot path: license lookup, checks, meta insert and outbox event in ONE statement.
+"""The create-meta write: license lookup, checks, meta insert and outbox event in ONE autocommitted statement.
 
-ARCHITECTURE measured this shape at ~0.53 of the signed no-database ceiling, against ~0.19 for a
-transaction of separate statements. It runs on asyncpg's own prepared-statement cache (the SQLAlchemy
-layer costs more CPU per statement than the statement itself costs the server).
+Round trips bound the request rate, so a request (or a batch of them) costs exactly one. The statement runs on
+asyncpg's own prepared-statement cache: the SQLAlchemy layer costs more CPU per statement than the server does.
 
-:func:`lookup_and_write_many` writes several requests in one statement (``MetaWriteBatcher`` gathers
-them): the same checks per request over ``unnest``-ed arrays. Duplicates of one (license key, meta key)
-inside a batch resolve as a race does: the earliest request wins, the others get 452. A batch of one
-uses the single-request statement, which costs the server less than the array form does for one row.
+:func:`lookup_and_write_many` writes several requests in one statement (``WriteBatcher`` gathers them): the
+same checks per request over ``unnest``-ed arrays. Duplicates of one (license key, meta key) inside a batch
+resolve as a race does: the earliest request wins, the others get 452. A batch of one uses the
+single-request statement, which costs the server less than the array form does for one row.
 
-The ``WHERE`` of ``ins`` restates ``license_meta.license_decision`` in SQL. Python still decides the code
-from the returned license row; ``CreateMetaService`` logs an error should the two ever disagree, and the
-per-code tests on PostgreSQL assert that no refused request stores a row.
+The ``WHERE`` of ``ins`` restates ``license_meta.rules.license_decision`` in SQL. Python still decides the
+code from the returned license row; ``CreateMetaService`` logs an error should the two ever disagree, and
+the per-code tests assert that no refused request stores a row.
 """
 
 from __future__ import annotations
@@ -118,13 +117,13 @@ class MetaWriteRequest:
 
 
 @dataclass(frozen=True)
-class FastPathResult:
+class MetaWriteResult:
     view: LicenseView | None  # None: no such license key
     meta_id: int | None  # set when the row was written (453)
     event_id: int | None
 
 
-async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWriteRequest]) -> list[FastPathResult]:
+async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
     """One result per request, in order; one autocommitted statement for all of them."""
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
@@ -148,12 +147,12 @@ def _complete(request: MetaWriteRequest) -> bool:
     return request.key is not None and request.value is not None
 
 
-def _result(row: Any) -> FastPathResult:
+def _result(row: Any) -> MetaWriteResult:
     if row is None:
-        return FastPathResult(view=None, meta_id=None, event_id=None)
+        return MetaWriteResult(view=None, meta_id=None, event_id=None)
     view = LicenseView(
         id=row["id"], status=row["status"], validity_days=row["validity_days"], assigned_at=row["assigned_at"],
         product_id=row["product_id"], product_active=row["product_active"],
         product_own_key=bool(row["product_own_key"]), activated=bool(row["activated"]),
     )
-    return FastPathResult(view=view, meta_id=row["meta_id"], event_id=row["event_id"])
+    return MetaWriteResult(view=view, meta_id=row["meta_id"], event_id=row["event_id"])

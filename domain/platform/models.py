@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -23,16 +24,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# SQLite has no 64-bit autoincrementing BIGINT; INTEGER PRIMARY KEY is its rowid.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
-
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Timezone-aware UTC on every backend (SQLite hands back naive values otherwise)."""
+    """``timestamptz`` that only takes aware datetimes and always hands back UTC ones."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
@@ -42,13 +40,29 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given where UTC is required")
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.astimezone(dt.UTC)
 
     def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class EnumString(TypeDecorator[Any]):
+    """A ``StrEnum`` column stored as its plain string value (no database enum type): rows load as members."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.enum(value)
 
 
 class Base(DeclarativeBase):
@@ -58,7 +72,7 @@ class Base(DeclarativeBase):
 class ApiKey(Base):
     __tablename__ = "api_keys"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the key
     prefix: Mapped[str] = mapped_column(String(16))  # shown to operators to tell keys apart
@@ -73,7 +87,7 @@ class ApiKey(Base):
 class Product(Base):
     __tablename__ = "products"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     own_signing_key: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -92,7 +106,7 @@ class LicenseKey(Base):
         CheckConstraint("validity_days >= 0", name="ck_license_keys_validity_days"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True)
     product_id: Mapped[int] = mapped_column(ForeignKey("products.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), default="available")
@@ -105,7 +119,7 @@ class Activation(Base):
     __tablename__ = "activations"
     __table_args__ = (UniqueConstraint("license_key_id", "identifier", name="uq_activations_license_identifier"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     license_key_id: Mapped[int] = mapped_column(ForeignKey("license_keys.id"))
     identifier: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -118,7 +132,7 @@ class BlockRule(Base):
         CheckConstraint("kind IN ('ip', 'identifier')", name="ck_block_rules_kind"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -128,7 +142,7 @@ class LicenseKeyMeta(Base):
     __tablename__ = "license_key_meta"
     __table_args__ = (UniqueConstraint("license_key_id", "key", name="uq_license_key_meta_license_key"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)  # the public meta_id
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # the public meta_id
     license_key_id: Mapped[int] = mapped_column(ForeignKey("license_keys.id"))
     key: Mapped[str] = mapped_column(String(255))
     value: Mapped[str] = mapped_column(Text)
@@ -151,11 +165,10 @@ class SigningKey(Base):
             "scope",
             unique=True,
             postgresql_where=text("state = 'active'"),
-            sqlite_where=text("state = 'active'"),
         ),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     kid: Mapped[str] = mapped_column(String(64), unique=True)  # RFC 7638 thumbprint
     scope: Mapped[str] = mapped_column(String(32), index=True)  # "global" or "product:<id>"
     state: Mapped[str] = mapped_column(String(16))
@@ -178,7 +191,7 @@ class OutboxEvent(Base):
         Index("ix_outbox_events_pending_fan_out", "fanned_out_at", "id"),
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
     # The row the event is about (meta_id for meta events) and, for requests, the outcome code.
     subject_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -196,7 +209,7 @@ class AuditRecord(Base):
 
     __tablename__ = "audit_records"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # position in the chain, set under the lock
     event_id: Mapped[int | None] = mapped_column(BigInteger, unique=True)  # idempotency key
     recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

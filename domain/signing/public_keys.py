@@ -1,4 +1,4 @@
-"""What clients need to verify signatures (SPEC §3): the public-keys listing and the JWKS.
+"""What clients need to verify signatures (docs/signing-keys.md): the public-keys listing and the JWKS.
 
 Every key a client may meet is published: ``pending`` (before it signs, so caches have it in time),
 ``active``, ``retired`` (its signatures must keep verifying) and ``revoked`` (listed, marked revoked, so a
@@ -42,7 +42,7 @@ class PublishedKey:
 
     @property
     def client_scope(self) -> str | int:
-        """SPEC §3: ``global`` or the product id."""
+        """``global`` or the product id (docs/signing-keys.md)."""
         if self.scope == GLOBAL_SCOPE:
             return GLOBAL_SCOPE
         return int(self.scope.split(":", 1)[1])

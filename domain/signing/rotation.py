@@ -13,9 +13,9 @@ Per scope (``global``, and ``product:<id>`` for each product with its own key)::
 - ``revoked`` is the emergency exit: the private half is destroyed and clients are told to distrust the
   key; revoking the active key rotates its scope at once.
 
-Every function here takes the caller's session, runs under one lock (a PostgreSQL advisory lock; on
-SQLite every transaction starts with ``BEGIN IMMEDIATE``, so writers are already serialized), only
-flushes, and writes one outbox event per transition in the same transaction. The caller commits.
+Every function here takes the caller's session, runs under one lock (a transaction-scoped PostgreSQL
+advisory lock), only flushes, and writes one outbox event per transition in the same transaction. The
+caller commits.
 """
 
 from __future__ import annotations
@@ -90,10 +90,7 @@ def parse_scope(session: Session, value: str) -> str:
 
 def lock(session: Session) -> None:
     """Serialize every lifecycle change, held until the caller's transaction ends."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": KEY_ROTATION_LOCK_ID})
-    else:
-        session.connection()  # SQLite: the transaction begins with BEGIN IMMEDIATE, i.e. the write lock
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": KEY_ROTATION_LOCK_ID})
 
 
 def _scope_keys(session: Session, scope: str) -> list[SigningKey]:

@@ -1,6 +1,6 @@
 """Delivering one row: claim (short transaction) → POST (no transaction) → record (short transaction).
 
-No transaction is ever open during the HTTP call. A claim is a lease: ``status = in_progress`` until
+No transaction is ever open during the HTTP call. A claim is a lease: status ``in_progress`` until
 ``locked_until``; if the worker dies, the lease runs out, the sweeper re-rings the row and the next claim
 records the lost attempt. Only the holder of the current claim (``attempts == attempt_no``) may record.
 """
@@ -11,6 +11,7 @@ import datetime as dt
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -20,8 +21,9 @@ from domain.platform.models import OutboxEvent, utcnow
 from domain.signing.master_key import MasterKeyError
 from domain.webhooks import audit_events, endpoints, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from domain.webhooks.policy import FAILED, PENDING, SUCCEEDED, RetryPolicy, decide
+from domain.webhooks.policy import RetryPolicy, decide
 from domain.webhooks.signatures import signature_header
+from domain.webhooks.states import AttemptOutcome, DeliveryStatus
 
 log = get_logger("keymeta.webhooks")
 
@@ -41,8 +43,8 @@ class Claim:
 
 def _due(now: dt.datetime) -> ColumnElement[bool]:
     return or_(
-        and_(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now),
-        and_(WebhookDelivery.status == "in_progress", WebhookDelivery.locked_until < now),
+        and_(WebhookDelivery.status == DeliveryStatus.PENDING, WebhookDelivery.next_attempt_at <= now),
+        and_(WebhookDelivery.status == DeliveryStatus.IN_PROGRESS, WebhookDelivery.locked_until < now),
     )
 
 
@@ -105,19 +107,20 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
     signing = SigningSecrets(terms.master_key, now)
     for row in rows:
         endpoint = by_id.get(row.endpoint_id)
-        if row.status == "in_progress":
+        if row.status == DeliveryStatus.IN_PROGRESS:
             session.add(WebhookAttempt(
                 delivery_id=row.id, attempt_no=row.attempts, started_at=row.updated_at, duration_ms=0,
-                outcome="lost", error="the worker was lost during this attempt (lease expired); outcome unknown"))
+                outcome=AttemptOutcome.LOST,
+                error="the worker was lost during this attempt (lease expired); outcome unknown"))
             log.warning("webhooks.attempt", delivery_id=row.id, endpoint_id=row.endpoint_id,
-                        attempt_no=row.attempts, outcome="lost", request_id=request_ids.get(row.event_id))
+                        attempt_no=row.attempts, outcome=AttemptOutcome.LOST, request_id=request_ids.get(row.event_id))
         if endpoint is None or not endpoint.enabled:
-            row.status, row.completed_at, row.updated_at = "cancelled", now, now
+            row.status, row.completed_at, row.updated_at = DeliveryStatus.CANCELLED, now, now
             row.locked_until = row.next_attempt_at = None
             row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
             continue
         row.attempts += 1
-        row.status, row.locked_until, row.updated_at = "in_progress", now + terms.lease(len(claims)), now
+        row.status, row.locked_until, row.updated_at = DeliveryStatus.IN_PROGRESS, now + terms.lease(len(claims)), now
         claims.append(claim_of(row.id, endpoint, row.attempts, row.msg_id, row.body, signing,
                                request_ids.get(row.event_id)))
     session.flush()
@@ -125,7 +128,8 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
 
 
 def headers_for(claim_: Claim, timestamp: int) -> dict[str, str]:
-    """SPEC §2 headers; ``webhook-timestamp`` is this attempt's time, ``webhook-id`` never changes."""
+    """Standard Webhooks headers (docs/events.md): ``webhook-timestamp`` is this attempt's time, ``webhook-id``
+    never changes."""
     return {"webhook-id": claim_.msg_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(claim_.secrets, claim_.msg_id, timestamp, claim_.body)}
 
@@ -141,10 +145,14 @@ def send(claim_: Claim, limits: transport.SendLimits) -> transport.SendResult:
     return transport.post(claim_.url, headers, claim_.body, limits)
 
 
+# The attempt's claim had been taken over (lease expired) or its row deleted: nothing was recorded.
+STALE: Final = "stale"
+
+
 @dataclass(frozen=True)
 class Recorded:
     delivery_id: int
-    status: str  # succeeded | pending | failed | stale
+    status: DeliveryStatus | Literal["stale"]  # succeeded | pending | failed | stale
     audit_event_ids: list[int]
 
 
@@ -168,14 +176,15 @@ def record_many(session: Session, results: Sequence[tuple[Claim, transport.SendR
     recorded: list[Recorded] = []
     for claim_, result in results:
         row = rows.get(claim_.delivery_id)
-        if row is None or row.status != "in_progress" or row.attempts != claim_.attempt_no:
+        if row is None or row.status != DeliveryStatus.IN_PROGRESS or row.attempts != claim_.attempt_no:
             # The lease ran out and another worker took over (or the endpoint was deleted): not ours to record.
             log.warning("webhooks.stale_attempt", delivery_id=claim_.delivery_id, attempt_no=claim_.attempt_no)
-            recorded.append(Recorded(claim_.delivery_id, "stale", []))
+            recorded.append(Recorded(claim_.delivery_id, STALE, []))
             continue
         attempts.append({
             "delivery_id": row.id, "attempt_no": claim_.attempt_no, "started_at": result.started_at,
-            "duration_ms": result.duration_ms, "outcome": "success" if result.ok else "failure",
+            "duration_ms": result.duration_ms,
+            "outcome": AttemptOutcome.SUCCESS if result.ok else AttemptOutcome.FAILURE,
             "status_code": result.status_code, "address": result.address, "error": result.error,
             "response_excerpt": result.excerpt, "response_truncated": result.truncated})
         recorded.append(_apply(session, row, endpoint_rows.get(row.endpoint_id), result, policy, now))
@@ -206,20 +215,20 @@ def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | N
     row.last_status_code, row.last_error, row.updated_at = result.status_code, result.error, now
     row.locked_until = None
     if result.ok:
-        row.status, row.completed_at, row.next_attempt_at = SUCCEEDED, now, None
+        row.status, row.completed_at, row.next_attempt_at = DeliveryStatus.SUCCEEDED, now, None
         if endpoint is not None and endpoint.failing_since is not None:
             endpoint.failing_since = None  # the failure streak is broken
-        return Recorded(row.id, SUCCEEDED, [])
+        return Recorded(row.id, DeliveryStatus.SUCCEEDED, [])
 
     if endpoint is not None and endpoint.failing_since is None:
         endpoint.failing_since = result.started_at
     decision = decide(result, retry_step=row.retry_step,
                       failing_since=endpoint.failing_since if endpoint else None, now=now, policy=policy)
     row.retry_step += 1
-    if decision.status == PENDING:
-        row.status, row.next_attempt_at, row.rung_at = PENDING, decision.next_attempt_at, None
+    if decision.status == DeliveryStatus.PENDING:
+        row.status, row.next_attempt_at, row.rung_at = DeliveryStatus.PENDING, decision.next_attempt_at, None
     else:
-        row.status, row.completed_at, row.next_attempt_at = FAILED, now, None
+        row.status, row.completed_at, row.next_attempt_at = DeliveryStatus.FAILED, now, None
     audit_ids: list[int] = []
     if decision.disable_reason and endpoint is not None:
         event_id = endpoints.disable(session, endpoint, decision.disable_reason, audit_events.POLICY, now)

@@ -13,10 +13,10 @@ import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Insert, Table, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from domain.events.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
@@ -25,6 +25,7 @@ from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcn
 from domain.webhooks.delivery import Claim, ClaimTerms, SigningSecrets, claim_of
 from domain.webhooks.endpoints import subscribes
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
+from domain.webhooks.states import DeliveryStatus
 
 log = get_logger("keymeta.webhooks")
 INSERT_CHUNK = 500
@@ -68,7 +69,7 @@ def _generic_data(event: OutboxEvent) -> dict[str, Any] | None:
 
 
 def build_payloads(session: Session, events: Sequence[OutboxEvent]) -> dict[int, dict[str, Any]]:
-    """SPEC §2 payload per event id; events whose subject is gone get none."""
+    """The webhook payload (docs/events.md) per event id; events whose subject is gone get none."""
     meta_ids = [e.subject_id for e in events if e.type == META_CREATED and e.subject_id is not None]
     metas = _meta_data(session, meta_ids) if meta_ids else {}
     payloads: dict[int, dict[str, Any]] = {}
@@ -84,10 +85,9 @@ def build_payloads(session: Session, events: Sequence[OutboxEvent]) -> dict[int,
     return payloads
 
 
-def _insert_ignoring_duplicates(session: Session) -> Insert:
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(WebhookDelivery.__table__).on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"])
+def _insert_ignoring_duplicates() -> Insert:
+    table = cast(Table, WebhookDelivery.__table__)
+    return postgresql.insert(table).on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"])
 
 
 @dataclass(frozen=True)
@@ -132,18 +132,18 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
         for endpoint in endpoints:
             if subscribes(endpoint, event.type):
                 row: dict[str, Any] = {"event_id": event.id, "endpoint_id": endpoint.id, "msg_id": new_msg_id(),
-                       "event_type": event.type, "body": body, "status": "pending", "attempts": 0,
+                       "event_type": event.type, "body": body, "status": DeliveryStatus.PENDING, "attempts": 0,
                        "retry_step": 0, "next_attempt_at": now, "locked_until": None, "rung_at": now,
                        "created_at": now, "updated_at": now}
                 if terms is not None and len(rows) < to_claim:
-                    row.update(status="in_progress", attempts=1, locked_until=now + terms.lease(len(rows)))
+                    row.update(status=DeliveryStatus.IN_PROGRESS, attempts=1, locked_until=now + terms.lease(len(rows)))
                 rows.append(row)
     created: dict[tuple[int, int], int] = {}
     table = WebhookDelivery.__table__.c
     for start in range(0, len(rows), INSERT_CHUNK):
         # executemany form: one compiled statement whatever the row count (VALUES lists would compile anew).
         inserted = session.execute(
-            _insert_ignoring_duplicates(session).returning(table.id, table.event_id, table.endpoint_id),
+            _insert_ignoring_duplicates().returning(table.id, table.event_id, table.endpoint_id),
             rows[start:start + INSERT_CHUNK])
         created.update({(event_id, endpoint_id): int(i) for i, event_id, endpoint_id in inserted})
     session.execute(update(OutboxEvent).where(OutboxEvent.id.in_([e.id for e in events]))

@@ -19,16 +19,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from domain.platform.models import Base, BigId, UTCDateTime, utcnow
+from domain.platform.models import Base, EnumString, UTCDateTime, utcnow
+from domain.webhooks.states import AttemptOutcome, DeliveryStatus
 
-DELIVERY_STATUSES = ("pending", "in_progress", "succeeded", "failed", "cancelled")
+DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)  # for schemas and command-line choices
 
 
 class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
-    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: "disable 3" means one endpoint
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
     # Sorted event types, or ["*"] for every webhook event type.
     event_types: Mapped[list[str]] = mapped_column(JSON)
@@ -55,23 +55,22 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "endpoint_id", name="uq_webhook_deliveries_event_endpoint"),
         CheckConstraint(
-            "status IN ('pending', 'in_progress', 'succeeded', 'failed', 'cancelled')",
+            "status IN ({})".format(", ".join(f"'{status}'" for status in DeliveryStatus)),
             name="ck_webhook_deliveries_status",
         ),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
         Index("ix_webhook_deliveries_created", "created_at"),
-        {"sqlite_autoincrement": True},
     )
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     # No foreign key: the body is copied at fan-out, so outbox rows may be pruned independently.
     event_id: Mapped[int] = mapped_column(BigInteger)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     msg_id: Mapped[str] = mapped_column(String(64), unique=True)
     event_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)  # the exact JSON sent on every attempt
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[DeliveryStatus] = mapped_column(EnumString(DeliveryStatus, 16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # attempts made, ever (numbers attempt rows)
     retry_step: Mapped[int] = mapped_column(Integer, default=0)  # failures since created or replayed
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -88,12 +87,12 @@ class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
     __table_args__ = (UniqueConstraint("delivery_id", "attempt_no", name="uq_webhook_attempts_delivery_no"),)
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
     attempt_no: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     duration_ms: Mapped[int] = mapped_column(Integer)
-    outcome: Mapped[str] = mapped_column(String(16))  # success | failure | lost
+    outcome: Mapped[AttemptOutcome] = mapped_column(EnumString(AttemptOutcome, 16))
     status_code: Mapped[int | None] = mapped_column(Integer)
     address: Mapped[str | None] = mapped_column(String(64))  # the vetted IP actually connected to
     error: Mapped[str | None] = mapped_column(String(512))

@@ -6,13 +6,10 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 
+from domain.webhooks.states import DeliveryStatus
 from domain.webhooks.transport import SendResult
 
 _RNG = random.Random()  # noqa: S311 - jitter, not cryptography
-
-SUCCEEDED = "succeeded"
-PENDING = "pending"
-FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -25,7 +22,7 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class Decision:
-    status: str  # succeeded | pending | failed
+    status: DeliveryStatus  # succeeded | pending | failed
     next_attempt_at: dt.datetime | None = None
     disable_reason: str | None = None  # disable the endpoint, for this reason
     exhausted: bool = False
@@ -41,16 +38,16 @@ def decide(result: SendResult, *, retry_step: int, failing_since: dt.datetime | 
            policy: RetryPolicy, rng: random.Random | None = None) -> Decision:
     """``retry_step``: failures of this delivery before this attempt (since creation or replay)."""
     if result.ok:
-        return Decision(SUCCEEDED)
+        return Decision(DeliveryStatus.SUCCEEDED)
     if result.status_code == 410:
-        return Decision(FAILED, disable_reason="endpoint answered 410 Gone")
+        return Decision(DeliveryStatus.FAILED, disable_reason="endpoint answered 410 Gone")
     since = failing_since or result.started_at
     if (now - since).total_seconds() >= policy.disable_after:
-        return Decision(FAILED, disable_reason=f"failing continuously since {since.isoformat()}")
+        return Decision(DeliveryStatus.FAILED, disable_reason=f"failing continuously since {since.isoformat()}")
     failures = retry_step + 1
     if failures > len(policy.schedule):
-        return Decision(FAILED, exhausted=True)
+        return Decision(DeliveryStatus.FAILED, exhausted=True)
     delay = retry_delay(policy, failures, rng or _RNG)
     if result.retry_after is not None:  # 429/503 with Retry-After: the consumer says when
         delay = min(result.retry_after, policy.retry_after_max)
-    return Decision(PENDING, next_attempt_at=now + dt.timedelta(seconds=delay))
+    return Decision(DeliveryStatus.PENDING, next_attempt_at=now + dt.timedelta(seconds=delay))

@@ -13,9 +13,9 @@ from domain.platform.models import utcnow
 from domain.webhooks import audit_events
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.endpoints import EndpointError, EndpointNotFound, get_endpoint
-from domain.webhooks.models import DELIVERY_STATUSES, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.webhooks.states import FINISHED_STATUSES, DeliveryStatus
 
-FINISHED = ("succeeded", "failed", "cancelled")
 MAX_LIST = 500
 
 
@@ -25,8 +25,8 @@ class DeliveryNotFound(EndpointNotFound):
 
 def _requeue_values(now: dt.datetime) -> dict[str, Any]:
     # rung_at NULL: the next sweep rings it, unless the caller rings it first (and the sweeper then waits).
-    return {"status": "pending", "retry_step": 0, "next_attempt_at": now, "locked_until": None, "rung_at": None,
-            "completed_at": None, "updated_at": now}
+    return {"status": DeliveryStatus.PENDING, "retry_step": 0, "next_attempt_at": now, "locked_until": None,
+            "rung_at": None, "completed_at": None, "updated_at": now}
 
 
 def replay_delivery(session: Session, delivery_id: int, actor: Actor, *, endpoint_id: int | None = None,
@@ -37,7 +37,7 @@ def replay_delivery(session: Session, delivery_id: int, actor: Actor, *, endpoin
                           .with_for_update()).first()
     if row is None or (endpoint_id is not None and row.endpoint_id != endpoint_id):
         raise DeliveryNotFound(f"no webhook delivery with id {delivery_id}")
-    if row.status == "in_progress":
+    if row.status == DeliveryStatus.IN_PROGRESS:
         raise EndpointError(f"delivery {delivery_id} is being attempted right now")
     endpoint = session.get(WebhookEndpoint, row.endpoint_id)
     if endpoint is None or not endpoint.enabled:
@@ -60,7 +60,7 @@ def replay_since(session: Session, since: dt.datetime, actor: Actor, *, until: d
         get_endpoint(session, endpoint_id)
     query = (select(WebhookDelivery.id)
              .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-             .where(WebhookDelivery.created_at >= since, WebhookDelivery.status.in_(FINISHED),
+             .where(WebhookDelivery.created_at >= since, WebhookDelivery.status.in_(FINISHED_STATUSES),
                     WebhookEndpoint.enabled.is_(True))
              .order_by(WebhookDelivery.id))
     if until is not None:
@@ -106,8 +106,8 @@ def list_deliveries(session: Session, *, endpoint_id: int | None = None, status:
                     limit: int = 50, before_id: int | None = None,
                     with_attempts: bool = True) -> list[dict[str, Any]]:
     """Newest first; page with ``before_id`` (the smallest id of the previous page)."""
-    if status is not None and status not in DELIVERY_STATUSES:
-        raise EndpointError(f"unknown delivery status {status!r} (one of: {', '.join(DELIVERY_STATUSES)})")
+    if status is not None and status not in set(DeliveryStatus):
+        raise EndpointError(f"unknown delivery status {status!r} (one of: {', '.join(DeliveryStatus)})")
     if not 1 <= limit <= MAX_LIST:
         raise EndpointError(f"limit must be between 1 and {MAX_LIST}")
     if endpoint_id is not None:

@@ -22,6 +22,7 @@ from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
 from domain.webhooks import delivery, fan_out, ssrf
 from domain.webhooks.policy import RetryPolicy
+from domain.webhooks.states import AttemptOutcome
 from domain.webhooks.transport import SendLimits, SendResult
 
 log = get_logger("keymeta.webhooks")
@@ -94,7 +95,7 @@ def log_attempt(claim: delivery.Claim, result: SendResult, recorded_status: str)
     """One line per attempt. Never the URL, the secret, the signature, the body or the response."""
     (log.info if result.ok else log.warning)(
         "webhooks.attempt", delivery_id=claim.delivery_id, endpoint_id=claim.endpoint_id,
-        attempt_no=claim.attempt_no, outcome="success" if result.ok else "failure",
+        attempt_no=claim.attempt_no, outcome=AttemptOutcome.SUCCESS if result.ok else AttemptOutcome.FAILURE,
         status_code=result.status_code, duration_ms=result.duration_ms, delivery_status=recorded_status,
         error_kind=error_kind(result.error), request_id=claim.request_id)
 

@@ -22,7 +22,7 @@ from tests.conftest import CLIENT_IP
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 
-# SPEC §1, copied here on purpose: the tests must not trust domain.license_meta.codes to be right.
+# docs/api.md, copied here on purpose: the tests must not trust domain.license_meta.codes to be right.
 MESSAGES = {
     100: "Invalid API Key",
     101: "Inactive API Key",

@@ -1,4 +1,4 @@
-"""SPEC §1: the client IP is the socket peer, or the left-most untrusted hop of X-Forwarded-For when the
+"""The client IP (docs/api.md) is the socket peer, or the left-most untrusted hop of X-Forwarded-For when the
 peer is a trusted proxy; never X-Forwarded-For from an untrusted peer."""
 
 from __future__ import annotations

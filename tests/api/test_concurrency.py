@@ -1,5 +1,5 @@
-"""SPEC §1: concurrent creates of the same key on the same license — exactly one 453, the rest 452,
-exactly one row; decided by the unique constraint, against the real database (SQLite and PostgreSQL)."""
+"""Concurrent creates of the same key on the same license (docs/api.md): exactly one 453, the rest 452,
+exactly one row; decided by the unique constraint, against the real database."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from collections import Counter
 from contextlib import AsyncExitStack
 
 import httpx
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.license_meta.rules import write_meta
-from domain.platform.database import make_async_engine, unit_of_work
-from domain.platform.models import LicenseKey, utcnow
+from domain.license_meta.store import MetaWriteRequest, MetaWriteResult, lookup_and_write_many
+from domain.platform.database import make_async_engine
+from domain.platform.models import utcnow
 from domain.signing.verification import verify_envelope
 from tests.api.conftest import ENDPOINT, counts, meta_rows, new_outbox_events, public_keys
 from tests.conftest import CLIENT_IP, World, make_world
@@ -75,86 +75,57 @@ def test_concurrent_creates_across_licenses_do_not_interfere(settings) -> None:
     assert all(len(meta_rows(world.license_key)) == 1 for world in worlds)
 
 
-# --- domain.license_meta.rules.write_meta racing directly -------------------------------------------------
-def _license_id(world: World) -> int:
-    with unit_of_work() as session:
-        return session.scalar(select(LicenseKey.id).where(LicenseKey.key == world.license_key))  # type: ignore[return-value]
+# --- the write statement (domain.license_meta.store) racing on connections of its own ------------------
+async def _write(conn: AsyncConnection, world: World, key: str, writer: int) -> MetaWriteResult:
+    [result] = await lookup_and_write_many(conn, [MetaWriteRequest(
+        license_key=world.license_key, identifier=world.identifier, key=key, value=f"writer {writer}",
+        payload={"writer": writer}, request_id=f"race-{writer}", now=utcnow())])
+    return result
 
 
-def _write(conn: AsyncConnection, license_id: int, world: World, key: str, writer: int):
-    return write_meta(conn, license_key_id=license_id, key=key, value=f"writer {writer}",
-                      identifier=world.identifier, payload={"writer": writer}, request_id=f"race-{writer}",
-                      now=utcnow())
-
-
-async def _autocommit(stack: AsyncExitStack, engine) -> AsyncConnection:
-    conn = await stack.enter_async_context(engine.connect())
-    if engine.dialect.name == "postgresql":
-        return await conn.execution_options(isolation_level="AUTOCOMMIT")
-    return conn
-
-
-async def _direct_race(settings, license_id: int, world: World, writers: int) -> list:
+async def _direct_race(settings, world: World, writers: int) -> list[MetaWriteResult]:
     engine = make_async_engine(settings)
     try:
         async with AsyncExitStack() as stack:
             # Every connection is open before any write starts, so the writes really overlap.
-            conns = [await _autocommit(stack, engine) for _ in range(writers)]
-
-            async def one(conn: AsyncConnection, writer: int):
-                if engine.dialect.name == "postgresql":
-                    return await _write(conn, license_id, world, "direct", writer)
-                async with conn.begin():  # SQLite: the caller owns the transaction
-                    return await _write(conn, license_id, world, "direct", writer)
-
-            return list(await asyncio.gather(*(one(conn, i) for i, conn in enumerate(conns))))
+            conns = [await stack.enter_async_context(engine.connect()) for _ in range(writers)]
+            return list(await asyncio.gather(*(_write(conn, world, "direct", i) for i, conn in enumerate(conns))))
     finally:
         await engine.dispose()
 
 
-def test_write_meta_racing_directly(settings) -> None:
+def test_the_write_statement_racing_on_separate_connections_writes_one_row(settings) -> None:
     world = make_world()
-    license_id = _license_id(world)
     before = counts()
-    results = asyncio.run(_direct_race(settings, license_id, world, writers=8))
-    assert Counter(int(r.code) for r in results) == Counter({453: 1, 452: 7})
+    results = asyncio.run(_direct_race(settings, world, writers=8))
     [winner] = [r for r in results if r.meta_id is not None]
+    assert all(r.view is not None and r.event_id is None for r in results if r is not winner)
     [row] = meta_rows(world.license_key)
     assert row.id == winner.meta_id and row.value == f"writer {results.index(winner)}"
-    assert counts().outbox == before.outbox + 8
-    assert len({r.event_id for r in results}) == 8
+    # The statement writes the 453 event with its row; the service adds each 452's event afterwards.
+    [event] = new_outbox_events(before)
+    assert (event.id, event.subject_id, event.outcome_code) == (winner.event_id, winner.meta_id, 453)
 
 
-async def _write_while_first_is_uncommitted(settings, license_id: int, world: World) -> tuple:
+async def _write_while_first_is_uncommitted(settings, world: World) -> tuple[MetaWriteResult, MetaWriteResult]:
     """A inserts and keeps its transaction open; B writes the same key meanwhile; then A commits.
-    A read-then-write would let B see nothing and then fail on the constraint; B must get 452."""
+    A read-then-write would let B see nothing and then fail on the constraint; B must get no row (452)."""
     engine = make_async_engine(settings)
-    postgres = engine.dialect.name == "postgresql"
     try:
-        async with engine.connect() as a_conn, engine.connect() as b_conn:
-            b = await b_conn.execution_options(isolation_level="AUTOCOMMIT") if postgres else b_conn
+        async with engine.connect() as a_conn, engine.connect() as b:
             # The API's engine autocommits; A needs a real transaction to hold its row uncommitted.
-            a = await a_conn.execution_options(isolation_level="READ COMMITTED") if postgres else a_conn
+            a = await a_conn.execution_options(isolation_level="READ COMMITTED")
             transaction = await a.begin()
-            first = await _write(a, license_id, world, "held", 1)
-
-            async def second():
-                if postgres:
-                    return await _write(b, license_id, world, "held", 2)
-                async with b.begin():
-                    return await _write(b, license_id, world, "held", 2)
-
-            task = asyncio.create_task(second())
-            if postgres:  # wait (bounded, no sleep) until B is blocked on A's row lock
-                async with engine.connect() as probe:
-                    deadline = time.monotonic() + 10
-                    while not (await probe.execute(text(
+            await a.execute(text("SELECT 1"))  # the BEGIN is sent now, before the statement on the raw driver
+            first = await _write(a, world, "held", 1)
+            task = asyncio.create_task(_write(b, world, "held", 2))
+            async with engine.connect() as probe:  # wait (bounded, no sleep) until B is blocked on A's row lock
+                deadline = time.monotonic() + 10
+                while not (await probe.execute(text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                         "AND wait_event_type = 'Lock'"))).scalar_one():
-                        assert time.monotonic() < deadline, "the second writer never waited on the first"
-                        await probe.rollback()
-            else:
-                await asyncio.sleep(0)
+                    assert time.monotonic() < deadline, "the second writer never waited on the first"
+                    await probe.rollback()  # a fresh pg_stat_activity snapshot on the next look
             assert not task.done()
             await transaction.commit()
             return first, await task
@@ -162,9 +133,9 @@ async def _write_while_first_is_uncommitted(settings, license_id: int, world: Wo
         await engine.dispose()
 
 
-def test_second_writer_waits_for_the_first_and_gets_452(settings) -> None:
+def test_second_writer_waits_for_the_first_and_gets_no_row(settings) -> None:
     world = make_world()
-    first, second = asyncio.run(_write_while_first_is_uncommitted(settings, _license_id(world), world))
-    assert (int(first.code), int(second.code)) == (453, 452)
-    assert second.meta_id is None
+    first, second = asyncio.run(_write_while_first_is_uncommitted(settings, world))
+    assert first.meta_id is not None
+    assert second.view is not None and second.meta_id is None and second.event_id is None
     assert [row.id for row in meta_rows(world.license_key)] == [first.meta_id]

@@ -1,4 +1,5 @@
-"""SPEC §1 "Checks, in this order": every code with its exact message and HTTP status, and the order."""
+"""The checks of create-license-key-meta (docs/api.md): every code with its exact message and HTTP status,
+and the order."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _refused(client, world: World, code: int, *, used: str = "global", scope: st
     return inner
 
 
-# --- one test per check, in SPEC order ---------------------------------------------------------------
+# --- one test per check, in order -------------------------------------------------------------------
 def test_100_unknown_api_key(client, world) -> None:
     _refused(client, world, 100, api_key="km_not-a-key")
 

@@ -1,4 +1,5 @@
-"""SPEC §1 "Request": every accepted encoding, header API keys, aliases, precedence, empty = missing."""
+"""The request of create-license-key-meta (docs/api.md): every accepted encoding, header API keys, aliases,
+precedence, empty = missing."""
 
 from __future__ import annotations
 

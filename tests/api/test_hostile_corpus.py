@@ -1,9 +1,8 @@
 """The hostile-request corpus (tests/api/corpus/hostile_requests.json) against the signed endpoint.
 
 Each entry names its expected code and HTTP status; every answer must be a correctly signed envelope (never a
-500, never an unsigned error page) and must echo no injected header. Runs on SQLite, and on PostgreSQL when
-``KEYMETA_TEST_POSTGRES_URL`` is set. ``{A}``, ``{L}``, ``{I}``, ``{K}`` in a body, query or header are the
-test's API key, license key, identifier and a fresh meta key.
+500, never an unsigned error page) and must echo no injected header. ``{A}``, ``{L}``, ``{I}``, ``{K}`` in a
+body, query or header are the test's API key, license key, identifier and a fresh meta key.
 """
 
 from __future__ import annotations

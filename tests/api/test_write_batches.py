@@ -1,5 +1,5 @@
-"""PostgreSQL: concurrent create-meta requests share write statements (domain.license_meta.write_batches), and a shared
-statement decides every request exactly as a statement of its own would. SQLite writes one at a time."""
+"""Concurrent create-meta requests share write statements (domain.license_meta.write_batches), and a shared
+statement decides every request exactly as a statement of its own would."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import datetime as dt
 from collections import Counter
 
 import httpx
-import pytest
 
 from domain.license_meta.codes import Code
 from domain.license_meta.rules import license_decision
@@ -16,7 +15,6 @@ from domain.license_meta.store import MetaWriteRequest, lookup_and_write_many
 from domain.platform.database import make_async_engine
 from domain.platform.models import utcnow
 from tests.api.conftest import ENDPOINT, counts, meta_rows, new_outbox_events
-from tests.backends import POSTGRES_URL
 from tests.conftest import CLIENT_IP, make_world
 
 BURST = 24
@@ -34,7 +32,7 @@ async def _burst(settings, forms: list[dict[str, str]]) -> tuple[list[httpx.Resp
         return responses, batcher.batches, batcher.items
 
 
-def test_a_burst_of_requests_shares_statements_on_postgresql_and_is_written_in_full(settings) -> None:
+def test_a_burst_of_requests_shares_statements_and_is_written_in_full(settings) -> None:
     world = make_world()
     forms = [world.form(key=f"burst-{i}") for i in range(BURST)]
     before = counts()
@@ -44,15 +42,10 @@ def test_a_burst_of_requests_shares_statements_on_postgresql_and_is_written_in_f
     assert Counter(r.json()["response"]["code"] for r in responses) == Counter({453: BURST})
     assert sorted(row.key for row in meta_rows(world.license_key)) == sorted(f["key"] for f in forms)
     assert counts().outbox == before.outbox + BURST
-    if settings.database_url.startswith("postgresql"):
-        assert items == BURST
-        assert batches < BURST, "concurrent requests should have shared statements"
-    else:
-        assert (batches, items) == (0, 0)  # SQLite: one transaction per request under the writer lock
+    assert items == BURST
+    assert batches < BURST, "concurrent requests should have shared statements"
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="needs KEYMETA_TEST_POSTGRES_URL (the statement is PostgreSQL's)")
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_one_statement_decides_each_request_as_its_own_statement_would(settings) -> None:
     good, blocked, inactive = make_world(), make_world(status="blocked"), make_world(product_active=False)
     not_activated = make_world(activate=False)

@@ -1,10 +1,11 @@
-"""SPEC §4: the operator CLI — results with --json, one-line ``error: ...`` and non-zero exit on failure."""
+"""The operator CLI (docs/operations.md) — results with --json, one-line ``error: ...`` and non-zero exit on failure."""
 
 from __future__ import annotations
 
 import json
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from domain.platform.models import ApiKey, BlockRule, LicenseKey, Product, Signi
 from domain.platform.settings import get_settings
 from domain.signing.keys import GLOBAL_SCOPE, product_scope
 from domain.signing.verification import verify_envelope
+from tests.backends import fresh_postgres_database
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 
@@ -62,30 +64,32 @@ def test_db_upgrade_is_idempotent_on_a_migrated_database(settings) -> None:
 
 
 @pytest.fixture
-def fresh_sqlite(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fresh_database(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """An empty database and no master key anywhere: the very first run of an operator."""
     var_dir = tmp_path / "fresh-var"
-    monkeypatch.setenv("KEYMETA_DATABASE_URL", f"sqlite:///{tmp_path / 'fresh.db'}")
-    monkeypatch.setenv("KEYMETA_VAR_DIR", str(var_dir))
-    monkeypatch.delenv("KEYMETA_MASTER_KEY")
-    get_settings.cache_clear()
-    reset_engines()
-    return var_dir
+    with fresh_postgres_database() as url:
+        monkeypatch.setenv("KEYMETA_DATABASE_URL", url)
+        monkeypatch.setenv("KEYMETA_VAR_DIR", str(var_dir))
+        monkeypatch.delenv("KEYMETA_MASTER_KEY")
+        get_settings.cache_clear()
+        reset_engines()
+        yield var_dir
+        reset_engines()  # close the pool before the database is dropped
 
 
-def test_first_run_upgrade_then_bootstrap_twice_keeps_one_global_key(fresh_sqlite: Path) -> None:
+def test_first_run_upgrade_then_bootstrap_twice_keeps_one_global_key(fresh_database: Path) -> None:
     assert ok_json("db", "upgrade") == {"revision": head_revision()}
     first = ok_json("bootstrap")
     second = ok_json("bootstrap")
     assert first == second and set(first) == {"global_signing_key"}
-    master_key = fresh_sqlite / "master.key"
+    master_key = fresh_database / "master.key"
     assert stat.S_IMODE(master_key.stat().st_mode) == 0o600
     with unit_of_work() as session:
         keys = session.scalars(select(SigningKey)).all()
     assert [(k.kid, k.scope, k.state) for k in keys] == [(first["global_signing_key"], GLOBAL_SCOPE, "active")]
 
 
-def test_bootstrap_before_db_upgrade_fails_in_one_line(fresh_sqlite: Path) -> None:
+def test_bootstrap_before_db_upgrade_fails_in_one_line(fresh_database: Path) -> None:
     fails("bootstrap", match="database")
 
 

@@ -1,4 +1,4 @@
-"""SPEC §4: every failure is one line and a non-zero exit, usage mistakes included."""
+"""The operator CLI (docs/operations.md): every failure is one line and a non-zero exit, usage mistakes included."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Stacks of real servers and processes: the embedded default, PostgreSQL + RabbitMQ, PostgreSQL + Redis."""
+"""Stacks of real servers and processes, each on a fresh PostgreSQL database: the embedded (filesystem) broker,
+RabbitMQ, Redis."""
 
 from __future__ import annotations
 
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import nullcontext
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -13,13 +13,14 @@ import pytest
 
 from domain.platform.database import reset_engines
 from domain.platform.settings import get_settings
-from tests.backends import POSTGRES_URL, RABBITMQ_URL, REDIS_URL, fresh_postgres_database
+from tests.backends import RABBITMQ_URL, REDIS_URL, fresh_postgres_database
 from tests.conftest import configure
 from tests.processes import Stack, TcpProxy
 
-EMBEDDED = pytest.param(("sqlite", "embedded"), id="embedded")
-REAL = ([pytest.param(("postgresql", "rabbitmq"), id="postgres-rabbitmq")] if POSTGRES_URL and RABBITMQ_URL else []) \
-    + ([pytest.param(("postgresql", "redis"), id="postgres-redis")] if POSTGRES_URL and REDIS_URL else [])
+# Parameters: the broker of the stack.
+EMBEDDED = pytest.param("embedded", id="embedded")
+REAL = ([pytest.param("rabbitmq", id="postgres-rabbitmq")] if RABBITMQ_URL else []) \
+    + ([pytest.param("redis", id="postgres-redis")] if REDIS_URL else [])
 ALL_STACKS = [EMBEDDED, *REAL]
 
 
@@ -33,10 +34,8 @@ def _broker_url(kind: str) -> str:
 
 def make_stack(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                master_key_text: str) -> Iterator[BrokerStack]:
-    database, broker = request.param
-    database_cm = fresh_postgres_database() if database == "postgresql" \
-        else nullcontext(f"sqlite:///{tmp_path / 'keymeta.db'}")
-    with database_cm as database_url:
+    broker = request.param
+    with fresh_postgres_database() as database_url:
         extra = {"KEYMETA_QUEUE_PREFIX": f"t{uuid.uuid4().hex[:8]}_", "KEYMETA_SWEEP_GRACE_SECONDS": "1",
                  "KEYMETA_SWEEP_INTERVAL_SECONDS": "0.5", "KEYMETA_LOG_LEVEL": "INFO"}
         proxy = None

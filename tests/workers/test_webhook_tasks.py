@@ -1,7 +1,7 @@
 """Webhooks on real processes: uvicorn API, Celery workers (webhooks, sweep) and beat, a real HTTP sink.
 
-Runs on the embedded stack (SQLite + filesystem broker) and, when configured, PostgreSQL + RabbitMQ and
-PostgreSQL + Redis (tests/integration/conftest.py).
+Runs with the embedded (filesystem) broker and, when configured, RabbitMQ and Redis, each on a fresh PostgreSQL
+database (tests/integration/conftest.py).
 """
 
 from __future__ import annotations

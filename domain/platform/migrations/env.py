@@ -1,21 +1,21 @@
-"""Alembic environment: the URL comes from keymeta's settings unless the caller set one."""
+"""Alembic environment: the caller's connection, else one from keymeta's settings; offline SQL needs no server."""
 
 from __future__ import annotations
 
 from alembic import context
 
 import domain.webhooks.models  # noqa: F401 - registers the webhook tables for autogenerate
-from domain.platform.database import make_sync_engine, sync_url
+from domain.platform.database import make_sync_engine
 from domain.platform.models import Base
-from domain.platform.settings import get_settings
 
 config = context.config
 target_metadata = Base.metadata
 
 
 def run_migrations_offline() -> None:
-    url = config.get_main_option("sqlalchemy.url") or str(sync_url(get_settings().effective_database_url))
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    # SQL for someone else to run: only the dialect matters, so no server is needed.
+    url = config.get_main_option("sqlalchemy.url") or "postgresql+psycopg://"
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -23,13 +23,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=target_metadata)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = make_sync_engine()
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+        context.configure(connection=conn, target_metadata=target_metadata)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

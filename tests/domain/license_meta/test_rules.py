@@ -1,4 +1,5 @@
-"""The pure decisions of SPEC §1: access (steps 1–5), license (7–12), meta fields (13–14), codes."""
+"""The pure decisions of create-license-key-meta (docs/api.md): access (steps 1–5), license (7–12), meta
+fields (13–14), codes."""
 
 from __future__ import annotations
 
@@ -160,7 +161,7 @@ def test_block_list(blocklist: BlockList, address, identifier: str | None, block
 
 
 # --- codes ------------------------------------------------------------------------------------------
-SPEC_TABLE = [
+CODE_TABLE = [
     (100, "Invalid API Key", 401),
     (101, "Inactive API Key", 401),
     (102, "The used API key doesn't have the required capability to access this endpoint", 401),
@@ -181,7 +182,7 @@ SPEC_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("number", "message", "status"), SPEC_TABLE)
+@pytest.mark.parametrize(("number", "message", "status"), CODE_TABLE)
 def test_code_message_and_status(number: int, message: str, status: int) -> None:
     code = Code(number)
     assert code.message.encode("utf-8") == message.encode("utf-8")
@@ -189,7 +190,7 @@ def test_code_message_and_status(number: int, message: str, status: int) -> None
 
 
 def test_every_code_is_in_the_spec_table() -> None:
-    assert {int(c) for c in Code} == {number for number, _, _ in SPEC_TABLE}
+    assert {int(c) for c in Code} == {number for number, _, _ in CODE_TABLE}
 
 
 # --- audit masking -----------------------------------------------------------------------------------

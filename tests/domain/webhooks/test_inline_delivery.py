@@ -20,7 +20,6 @@ from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.webhooks import delivery, fan_out, runner
 from domain.webhooks.models import WebhookEndpoint
 from domain.webhooks.transport import SendResult
-from tests.backends import POSTGRES_URL
 from tests.conftest import World
 from tests.domain.webhooks.test_delivery import attempts_of, run_until_settled
 from tests.webhook_sink import Reply, Sink
@@ -104,8 +103,6 @@ def test_the_task_rings_the_unclaimed_rest_before_it_sends(settings: Settings, w
     assert len(sink.received) == 1 and sorted(by_status.values()) == ["pending", "pending", "succeeded"]
 
 
-@pytest.mark.skipif(not POSTGRES_URL, reason="needs KEYMETA_TEST_POSTGRES_URL (row locks are PostgreSQL's)")
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_recording_attempts_never_blocks_fan_out_and_never_misses_a_failure_streak(
         settings: Settings, world: World, sink: Sink) -> None:
     hook = register(sink.on("/hook", Reply(200)))

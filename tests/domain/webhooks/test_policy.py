@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from domain.webhooks.policy import FAILED, PENDING, SUCCEEDED, RetryPolicy, decide
+from domain.webhooks.policy import RetryPolicy, decide
+from domain.webhooks.states import DeliveryStatus
 from domain.webhooks.transport import SendResult, parse_retry_after
 
 NOW = dt.datetime(2026, 11, 26, 18, 0, tzinfo=dt.UTC)
@@ -20,7 +21,8 @@ def result(status: int | None = 500, retry_after: float | None = None) -> SendRe
 
 def test_2xx_succeeds() -> None:
     for status in (200, 201, 204, 299):
-        assert decide(result(status), retry_step=0, failing_since=None, now=NOW, policy=DEFAULT).status == SUCCEEDED
+        decision = decide(result(status), retry_step=0, failing_since=None, now=NOW, policy=DEFAULT)
+        assert decision.status == DeliveryStatus.SUCCEEDED
 
 
 def test_schedule_with_jitter_then_exhausted() -> None:
@@ -29,11 +31,11 @@ def test_schedule_with_jitter_then_exhausted() -> None:
         delays = []
         for _ in range(200):
             decision = decide(result(), retry_step=step, failing_since=NOW, now=NOW, policy=DEFAULT, rng=rng)
-            assert decision.status == PENDING and decision.next_attempt_at is not None
+            assert decision.status == DeliveryStatus.PENDING and decision.next_attempt_at is not None
             delays.append((decision.next_attempt_at - NOW).total_seconds())
         assert base * 0.8 <= min(delays) < base * 0.85 and base * 1.15 < max(delays) <= base * 1.2
     last = decide(result(), retry_step=len(DEFAULT.schedule), failing_since=NOW, now=NOW, policy=DEFAULT)
-    assert (last.status, last.exhausted, last.disable_reason) == (FAILED, True, None)
+    assert (last.status, last.exhausted, last.disable_reason) == (DeliveryStatus.FAILED, True, None)
     assert sum(DEFAULT.schedule) / 86400 == pytest.approx(3.15, abs=0.01)  # ≈ 3 days over 10 attempts
 
 
@@ -46,12 +48,12 @@ def test_retry_after_replaces_the_delay_capped() -> None:
 
 def test_410_disables_and_a_five_day_streak_disables() -> None:
     gone = decide(result(410), retry_step=0, failing_since=None, now=NOW, policy=DEFAULT)
-    assert gone.status == FAILED and gone.disable_reason == "endpoint answered 410 Gone"
+    assert gone.status == DeliveryStatus.FAILED and gone.disable_reason == "endpoint answered 410 Gone"
     almost = decide(result(), retry_step=0, failing_since=NOW - dt.timedelta(days=5) + dt.timedelta(seconds=1),
                     now=NOW, policy=DEFAULT)
-    assert almost.status == PENDING and almost.disable_reason is None
+    assert almost.status == DeliveryStatus.PENDING and almost.disable_reason is None
     streak = decide(result(), retry_step=0, failing_since=NOW - dt.timedelta(days=5), now=NOW, policy=DEFAULT)
-    assert streak.status == FAILED and (streak.disable_reason or "").startswith("failing continuously")
+    assert streak.status == DeliveryStatus.FAILED and (streak.disable_reason or "").startswith("failing continuously")
 
 
 def test_parse_retry_after() -> None:

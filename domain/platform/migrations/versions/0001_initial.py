@@ -20,7 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('api_keys',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('digest', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=16), nullable=False),
@@ -34,7 +34,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('digest')
     )
     op.create_table('block_rules',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('value', sa.String(length=255), nullable=False),
     sa.Column('created_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
@@ -43,7 +43,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('kind', 'value', name='uq_block_rules_kind_value')
     )
     op.create_table('outbox_events',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('type', sa.String(length=64), nullable=False),
     sa.Column('subject_id', sa.BigInteger(), nullable=True),
     sa.Column('outcome_code', sa.Integer(), nullable=True),
@@ -54,11 +54,10 @@ def upgrade() -> None:
     sa.Column('fanned_out_at', domain.platform.models.UTCDateTime(timezone=True), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_events_pending_audit', ['audited_at', 'id'], unique=False)
+    op.create_index('ix_outbox_events_pending_audit', 'outbox_events', ['audited_at', 'id'], unique=False)
 
     op.create_table('products',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
     sa.Column('own_signing_key', sa.Boolean(), nullable=False),
@@ -66,7 +65,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_table('signing_keys',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('kid', sa.String(length=64), nullable=False),
     sa.Column('scope', sa.String(length=32), nullable=False),
     sa.Column('state', sa.String(length=16), nullable=False),
@@ -81,14 +80,13 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('kid')
     )
-    with op.batch_alter_table('signing_keys', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_signing_keys_scope'), ['scope'], unique=False)
-        batch_op.create_index('uq_signing_keys_one_active_per_scope', ['scope'], unique=True, postgresql_where=sa.text("state = 'active'"), sqlite_where=sa.text("state = 'active'"))
+    op.create_index(op.f('ix_signing_keys_scope'), 'signing_keys', ['scope'], unique=False)
+    op.create_index('uq_signing_keys_one_active_per_scope', 'signing_keys', ['scope'], unique=True, postgresql_where=sa.text("state = 'active'"))
 
     op.create_table('license_keys',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
-    sa.Column('product_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('product_id', sa.BigInteger(), nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('validity_days', sa.Integer(), nullable=False),
     sa.Column('assigned_at', domain.platform.models.UTCDateTime(timezone=True), nullable=True),
@@ -99,12 +97,11 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('key')
     )
-    with op.batch_alter_table('license_keys', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_license_keys_product_id'), ['product_id'], unique=False)
+    op.create_index(op.f('ix_license_keys_product_id'), 'license_keys', ['product_id'], unique=False)
 
     op.create_table('activations',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('license_key_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
+    sa.Column('license_key_id', sa.BigInteger(), nullable=False),
     sa.Column('identifier', sa.String(length=255), nullable=False),
     sa.Column('created_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['license_key_id'], ['license_keys.id'], ),
@@ -112,8 +109,8 @@ def upgrade() -> None:
     sa.UniqueConstraint('license_key_id', 'identifier', name='uq_activations_license_identifier')
     )
     op.create_table('license_key_meta',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('license_key_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
+    sa.Column('license_key_id', sa.BigInteger(), nullable=False),
     sa.Column('key', sa.String(length=255), nullable=False),
     sa.Column('value', sa.Text(), nullable=False),
     sa.Column('identifier', sa.String(length=255), nullable=False),
@@ -127,18 +124,15 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table('license_key_meta')
     op.drop_table('activations')
-    with op.batch_alter_table('license_keys', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_license_keys_product_id'))
+    op.drop_index(op.f('ix_license_keys_product_id'), table_name='license_keys')
 
     op.drop_table('license_keys')
-    with op.batch_alter_table('signing_keys', schema=None) as batch_op:
-        batch_op.drop_index('uq_signing_keys_one_active_per_scope', postgresql_where=sa.text("state = 'active'"), sqlite_where=sa.text("state = 'active'"))
-        batch_op.drop_index(batch_op.f('ix_signing_keys_scope'))
+    op.drop_index('uq_signing_keys_one_active_per_scope', table_name='signing_keys', postgresql_where=sa.text("state = 'active'"))
+    op.drop_index(op.f('ix_signing_keys_scope'), table_name='signing_keys')
 
     op.drop_table('signing_keys')
     op.drop_table('products')
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_events_pending_audit')
+    op.drop_index('ix_outbox_events_pending_audit', table_name='outbox_events')
 
     op.drop_table('outbox_events')
     op.drop_table('block_rules')

@@ -20,7 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('audit_records',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('seq', sa.BigInteger(), nullable=False),
     sa.Column('event_id', sa.BigInteger(), nullable=True),
     sa.Column('recorded_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
@@ -43,13 +43,11 @@ def upgrade() -> None:
     sa.UniqueConstraint('event_id'),
     sa.UniqueConstraint('seq')
     )
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
-        batch_op.create_index('ix_outbox_events_pending_fan_out', ['fanned_out_at', 'id'], unique=False)
+    op.create_index('ix_outbox_events_pending_fan_out', 'outbox_events', ['fanned_out_at', 'id'], unique=False)
 
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('outbox_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_outbox_events_pending_fan_out')
+    op.drop_index('ix_outbox_events_pending_fan_out', table_name='outbox_events')
 
     op.drop_table('audit_records')

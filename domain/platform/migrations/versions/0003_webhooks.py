@@ -20,7 +20,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('webhook_endpoints',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('url', sa.String(length=2048), nullable=False),
     sa.Column('event_types', sa.JSON(), nullable=False),
     sa.Column('fingerprint', sa.String(length=64), nullable=False),
@@ -35,13 +35,12 @@ def upgrade() -> None:
     sa.Column('created_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('fingerprint'),
-    sqlite_autoincrement=True
+    sa.UniqueConstraint('fingerprint')
     )
     op.create_table('webhook_deliveries',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
     sa.Column('event_id', sa.BigInteger(), nullable=False),
-    sa.Column('endpoint_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('endpoint_id', sa.BigInteger(), nullable=False),
     sa.Column('msg_id', sa.String(length=64), nullable=False),
     sa.Column('event_type', sa.String(length=64), nullable=False),
     sa.Column('body', sa.Text(), nullable=False),
@@ -60,17 +59,15 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('event_id', 'endpoint_id', name='uq_webhook_deliveries_event_endpoint'),
-    sa.UniqueConstraint('msg_id'),
-    sqlite_autoincrement=True
+    sa.UniqueConstraint('msg_id')
     )
-    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.create_index('ix_webhook_deliveries_created', ['created_at'], unique=False)
-        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
-        batch_op.create_index('ix_webhook_deliveries_endpoint', ['endpoint_id', 'id'], unique=False)
+    op.create_index('ix_webhook_deliveries_created', 'webhook_deliveries', ['created_at'], unique=False)
+    op.create_index('ix_webhook_deliveries_due', 'webhook_deliveries', ['status', 'next_attempt_at'], unique=False)
+    op.create_index('ix_webhook_deliveries_endpoint', 'webhook_deliveries', ['endpoint_id', 'id'], unique=False)
 
     op.create_table('webhook_attempts',
-    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('delivery_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('id', sa.BigInteger(), nullable=False),
+    sa.Column('delivery_id', sa.BigInteger(), nullable=False),
     sa.Column('attempt_no', sa.Integer(), nullable=False),
     sa.Column('started_at', domain.platform.models.UTCDateTime(timezone=True), nullable=False),
     sa.Column('duration_ms', sa.Integer(), nullable=False),
@@ -88,10 +85,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('webhook_attempts')
-    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
-        batch_op.drop_index('ix_webhook_deliveries_endpoint')
-        batch_op.drop_index('ix_webhook_deliveries_due')
-        batch_op.drop_index('ix_webhook_deliveries_created')
+    op.drop_index('ix_webhook_deliveries_endpoint', table_name='webhook_deliveries')
+    op.drop_index('ix_webhook_deliveries_due', table_name='webhook_deliveries')
+    op.drop_index('ix_webhook_deliveries_created', table_name='webhook_deliveries')
 
     op.drop_table('webhook_deliveries')
     op.drop_table('webhook_endpoints')
