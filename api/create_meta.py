@@ -1,7 +1,7 @@
 """POST /api/v1/create-license-key-meta, served as a bare ASGI app: the service's hot path.
 
 FastAPI's router, dependency solver and exception layers cost more CPU per request than everything this
-endpoint does besides signing and its one database round trip (README *Benchmark*). So
+endpoint does besides signing and its one database round trip (docs/benchmarks.md). So
 :class:`CreateMetaEndpoint` answers this path itself, inside the request-id and metrics middleware, and hands
 every other path on to the application. Its OpenAPI operations are declared in :mod:`api.openapi`.
 """
@@ -77,7 +77,7 @@ async def _handle(request: Request, values: dict[str, str | None], errors: dict[
     forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
     source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
     api_key = values.get("api_key")
-    # Before SPEC step 1: an abusive caller is refused before any lookup of its key or license.
+    # Before check 1: an abusive caller is refused before any lookup of its key or license.
     limited = await state.rate_limiter.check(api_key, source_ip)
     if limited is not None:
         errors, http_status = {}, None

@@ -1,4 +1,4 @@
-"""``keymeta``: the operator CLI (SPEC §4). Commands are thin: they own the transaction, services flush.
+"""``keymeta``: the operator CLI (docs/operations.md). Commands are thin: they own the transaction, services flush.
 
 Each command group lives in its own module and registers itself on ``main``.
 """

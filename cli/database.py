@@ -1,4 +1,4 @@
-"""``keymeta db …``: the schema, and the embedded server's stop, backup and restore (SPEC §4).
+"""``keymeta db …``: the schema, and the embedded server's stop, backup and restore (docs/operations.md).
 
 Backup and restore work on whatever database is configured (the embedded server or KEYMETA_DATABASE_URL),
 with the embedded wheel's ``pg_dump`` / ``pg_restore`` / ``psql``: a backup is one consistent snapshot of the

@@ -2,7 +2,7 @@
 wait, and the next free slot takes every write that is waiting (up to ``max_batch``) as one batch.
 
 Nothing waits when there is room, so a lone request goes out at once; under load, batches form by themselves
-and each row costs the database and this process a fraction of a statement of its own (README *Benchmark*).
+and each row costs the database and this process a fraction of a statement of its own (docs/benchmarks.md).
 A batch that fails is retried one write at a time, so one bad row cannot fail its neighbours.
 """
 

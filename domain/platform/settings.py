@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # PostgreSQL only; empty: the embedded server under var_dir (domain/platform/embedded_postgres.py).
     database_url: str = ""
     # PostgreSQL connections per API process. Each statement is short; more connections than the database has
-    # cores to run them only add server CPU (2 cores: 8 per process beat 20 by 15 % in the create-meta bench).
+    # cores to run them only add server CPU (docs/benchmarks.md).
     api_db_pool_size: int = Field(default=8, ge=2, le=200)
     broker_url: str = ""
     master_key: str = ""
@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
-    # Rate limits of the signed endpoint (api/rate_limit.py; README "Security"). Off by default so the
+    # Rate limits of the signed endpoint (api/rate_limit.py; docs/api.md "Rate limits"). Off by default so the
     # embedded default, the test suite and `make bench` (one key, one IP) are unaffected; the values are the
     # recommended production starting point once KEYMETA_RATE_LIMIT_ENABLED=true. Limit strings use the
     # `limits` notation ("100/second;6000/minute"); an empty string turns that one limit off.

@@ -26,8 +26,3 @@ class TtlCache(Generic[V]):
         self._entries[key] = (now + self.ttl, value)
         return value
 
-    def invalidate(self, key: Hashable | None = None) -> None:
-        if key is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(key, None)

@@ -31,7 +31,7 @@ from domain.signing.verification import RevokedKeyUsed, key_set_from_document, v
 from tests.conftest import make_world
 
 ENDPOINT = "/api/v1/create-license-key-meta"
-README = Path(__file__).resolve().parents[2] / "README.md"
+SIGNING_KEYS_DOC = Path(__file__).resolve().parents[2] / "docs" / "signing-keys.md"
 
 
 def active_kid(scope: str) -> str:
@@ -226,11 +226,9 @@ def test_the_api_refuses_to_start_without_a_master_key(settings: Settings, tmp_p
     assert not (tmp_path / "empty" / "master.key").exists(), "a new master key was generated silently"
 
 
-# --- the README's openssl recipe, run as written -----------------------------------------------------------
-def _readme_recipe() -> str:
-    text = README.read_text()
-    section = text[text.index("<!-- section: signing-keys -->"):text.index("<!-- /section: signing-keys -->")]
-    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+# --- the documented openssl recipe, run as written ---------------------------------------------------------
+def _documented_recipe() -> str:
+    blocks = re.findall(r"```sh\n(.*?)```", SIGNING_KEYS_DOC.read_text(), flags=re.DOTALL)
     [recipe] = [block for block in blocks if "openssl dgst" in block]
     return recipe
 
@@ -238,12 +236,12 @@ def _readme_recipe() -> str:
 # CI installs both (.ci/run) and must run this; a laptop without them skips it.
 @pytest.mark.skipif(not (shutil.which("openssl") and shutil.which("jq")) and os.environ.get("CI") != "true",
                     reason="needs openssl and jq")
-def test_the_readme_openssl_recipe_verifies_a_real_response(client: TestClient, tmp_path: Path) -> None:
+def test_the_documented_openssl_recipe_verifies_a_real_response(client: TestClient, tmp_path: Path) -> None:
     world = make_world()
     response = client.post(ENDPOINT, data=world.form())
     (tmp_path / "response.json").write_bytes(response.content)
     (tmp_path / "public-keys.json").write_bytes(client.get("/api/v1/public-keys").content)
-    recipe = _readme_recipe()
+    recipe = _documented_recipe()
     env = {"PATH": os.environ["PATH"], "KID": response.headers["x-signature-key-id"]}
     ok = subprocess.run(["bash", "-euo", "pipefail", "-c", recipe], cwd=tmp_path, env=env, capture_output=True,
                         text=True, timeout=30)

@@ -1,4 +1,4 @@
-"""SPEC §4: ``keymeta db backup`` / ``restore`` round-trip the whole database; ``db stop`` is embedded-only."""
+"""``keymeta db backup`` / ``restore`` round-trip the whole database; ``db stop`` is embedded-only."""
 
 from __future__ import annotations
 

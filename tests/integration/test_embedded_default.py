@@ -1,4 +1,4 @@
-"""SPEC §4, the embedded default: with no KEYMETA_* configuration at all (only a var dir of its own), the
+"""The embedded default (docs/operations.md): with no KEYMETA_* configuration at all (only a var dir of its own), the
 operator's first commands, the API and the workers run on the embedded PostgreSQL server they start
 themselves, a create goes through the whole pipeline, and ``keymeta db stop`` leaves no server behind.
 
