@@ -1,4 +1,5 @@
-"""``make bench``: the real create-meta API against a signed, database-free ceiling, both driven by wrk.
+"""Benchmarks of keymeta on real processes; each part states its checks and exits non-zero when one fails.
 
-Run ``python -m bench --help`` for the options; see ``bench.__main__`` for the sequence.
+``python -m bench.all`` runs every part (``make bench``); ``python -m bench``, ``python -m bench.pipeline`` and
+``python -m bench.webhooks`` run one each (``--help`` for their options).
 """

@@ -1,4 +1,7 @@
-"""``python -m bench``: fresh database -> real API under uvicorn + wrk -> signed no-DB ceiling + wrk -> table.
+"""``python -m bench``: create-meta's req/s as a share of the bare signed ceiling's, both under wrk, fresh database.
+
+The real API (uvicorn, ``api.app:create_app``) and the ceiling (``bench.ceiling_app``: parse, sign, no database,
+no framework) are each probed (signatures verified), warmed up and measured with the same wrk settings.
 
 Exit status: 0 when every check passed, 1 when a check failed (errors, unsigned or unverifiable
 responses, meta rows not matching the 453s counted), 2 when the bench could not run.
@@ -17,10 +20,11 @@ from pathlib import Path
 from bench import ceiling_app
 from bench.brokers import BROKER_URLS, scratch_queues
 from bench.cpu import CpuMeter, process_tree
+from bench.embedded import INTERRUPTED, INTERRUPTED_MESSAGE, exit_on_sigterm
 from bench.probe import probe
 from bench.report import BenchReport, TargetRun, to_json, to_table
 from bench.server import API_FACTORY, CEILING_FACTORY, running_app
-from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
+from bench.world import BACKENDS, DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
 from bench.wrk import WrkMissing, ensure_wrk, lua_script, parse_seconds, run_wrk
 from domain.signing.rsa_keys import generate_private_key, private_pem, public_pem, thumbprint
 
@@ -29,8 +33,9 @@ PROBES = 3
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
-                        help="postgres: KEYMETA_BENCH_POSTGRES_URL or " + DEFAULT_POSTGRES_URL)
+    parser.add_argument("--backend", choices=BACKENDS, default="embedded",
+                        help="embedded: keymeta's embedded PostgreSQL server under the run's own var dir; "
+                             "postgres: a scratch database on KEYMETA_BENCH_POSTGRES_URL or " + DEFAULT_POSTGRES_URL)
     parser.add_argument("--broker", choices=tuple(BROKER_URLS), default="embedded",
                         help="where the API rings its doorbell (rabbitmq/redis: KEYMETA_BENCH_RABBITMQ_URL or "
                              "KEYMETA_BENCH_REDIS_URL, else the local default)")
@@ -111,6 +116,7 @@ def run(args: argparse.Namespace, wrk: str) -> BenchReport:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    exit_on_sigterm()
     try:
         wrk = ensure_wrk()
     except WrkMissing as exc:
@@ -121,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"bench: {INTERRUPTED_MESSAGE}", file=sys.stderr)
+        return INTERRUPTED
     print(to_json(report) if args.json else to_table(report))
     return 1 if report.problems else 0
 

@@ -1,7 +1,7 @@
-"""A fixed-rate HTTP/1.1 load generator light enough to share a 2-core box with what it measures.
+"""A fixed-rate HTTP/1.1 load generator that costs less CPU per request than the server it drives.
 
-The pipeline bench drives the API at a set rate while the workers it measures run on the same cores; httpx
-spent more CPU per request than the API did, so this client speaks just enough HTTP/1.1 over asyncio streams:
+The pipeline bench's client shares the cores with the API and the workers it measures, so every cycle it spends
+is taken from them; it therefore speaks just enough HTTP/1.1 over asyncio streams, with no HTTP library:
 keep-alive connections from a pool, one request per connection at a time, ``Content-Length`` bodies only
 (uvicorn's answers to this endpoint always have one). Connections idle for longer than the server keeps them
 (uvicorn: 5 s) are dropped; a reused connection the server closed before answering is retried once on a new one.

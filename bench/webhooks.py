@@ -6,7 +6,9 @@ A uvicorn sink (a bare ASGI app answering 200) runs in a subprocess. keymeta is 
 ``domain.webhooks.runner`` exactly as a ``webhooks.deliver`` task runs it: 200 ids per batch (the doorbell's
 message size), claim → signed POSTs on ``--threads`` threads → one record transaction per attempt. The
 baseline POSTs the same bodies with ``--threads`` threads, once with a keep-alive pool and once with a new
-connection per request (keymeta opens one per attempt: it is pinned to the vetted address).
+connection per request (keymeta opens one per attempt: it is pinned to the vetted address). The database is
+the embedded PostgreSQL server under a var dir of the run's own (stopped at the end), or with ``--postgres`` a
+scratch database on that server (dropped at the end).
 """
 
 from __future__ import annotations
@@ -24,13 +26,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.world import scratch_postgres_database
+from bench.embedded import INTERRUPTED, INTERRUPTED_MESSAGE, exit_on_sigterm
+from bench.world import database_url
 
 
 async def sink_app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
@@ -144,32 +146,29 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--postgres", default="", help="admin URL; a scratch database is created and dropped")
+    parser.add_argument("--postgres", default="", help="admin URL: a scratch database is created and dropped "
+                        "(default: the embedded PostgreSQL server of a var dir of its own, stopped afterwards)")
     args = parser.parse_args()
 
+    exit_on_sigterm()
     port = _free_port()
     sink = start_sink(port)
     workdir = tempfile.TemporaryDirectory(prefix="keymeta-bench-webhooks-")
-    if args.postgres:
-        database: Any = scratch_postgres_database(args.postgres)
-    else:
-        database = nullcontext(f"sqlite:///{Path(workdir.name) / 'keymeta.db'}")
+    var_dir = Path(workdir.name) / "var"
+    backend = "postgres" if args.postgres else "embedded"
     try:
-        with database as url:
+        with database_url(backend, args.postgres, var_dir) as url:
+            os.environ.pop("KEYMETA_DATABASE_URL", None)  # unset: the embedded server of KEYMETA_VAR_DIR
             os.environ.update({
-                "KEYMETA_DATABASE_URL": url, "KEYMETA_VAR_DIR": workdir.name, "KEYMETA_LOG_LEVEL": "WARNING",
+                **({"KEYMETA_DATABASE_URL": url} if url else {}),
+                "KEYMETA_VAR_DIR": str(var_dir), "KEYMETA_LOG_LEVEL": "WARNING",
                 "KEYMETA_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
                 "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_WEBHOOK_SEND_THREADS": str(args.threads),
             })
-            from domain.platform.database import make_sync_engine
             from domain.platform.logs import configure_logging
-            from domain.platform.migrate import upgrade_to_head
             from domain.platform.settings import get_settings
 
             configure_logging(get_settings())
-            engine = make_sync_engine()
-            upgrade_to_head(engine)
-            engine.dispose()
             license_key_id = setup_endpoints(args.endpoints, port)
             rows: dict[str, list[float]] = {"fan-out rows/s": [], "keymeta deliveries/s": [],
                                             "raw httpx POST/s, new connection each": [],
@@ -181,9 +180,9 @@ def main() -> None:
                 rows["keymeta deliveries/s"].append(rate)
                 rows["raw httpx POST/s, new connection each"].append(raw_loop(urls, body, args.threads, False))
                 rows["raw httpx POST/s, keep-alive pool"].append(raw_loop(urls, body, args.threads, True))
-            backend = "postgresql" if args.postgres else "sqlite"
+            database = "scratch database on PostgreSQL" if args.postgres else "embedded PostgreSQL"
             print(f"{count} deliveries per round ({args.endpoints} endpoints × {args.events} events), "
-                  f"{args.threads} threads, {backend}, body {len(body)} B, {os.cpu_count()} CPUs, "
+                  f"{args.threads} threads, {database}, body {len(body)} B, {os.cpu_count()} CPUs, "
                   f"median of {args.repeat} (min–max)")
             ours = statistics.median(rows["keymeta deliveries/s"])
             for name, values in rows.items():
@@ -197,4 +196,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print(f"bench: {INTERRUPTED_MESSAGE}", file=sys.stderr)
+        sys.exit(INTERRUPTED)

@@ -1,4 +1,8 @@
-"""A fresh, migrated database with a signing key and the data one create-meta request needs."""
+"""A fresh, migrated database of the run's own with a signing key and the data one create-meta request needs.
+
+Backends: ``embedded`` (keymeta's embedded PostgreSQL server under the run's own var dir, stopped afterwards)
+or ``postgres`` (a scratch database on a machine PostgreSQL server, dropped afterwards).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
+from bench.embedded import embedded_postgres
 from domain import catalog
 from domain.access import api_keys
 from domain.platform.database import make_sync_engine
@@ -26,6 +31,7 @@ from domain.signing.keys import GLOBAL_SCOPE, create_signing_key
 from domain.signing.master_key import decode_master_key
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+BACKENDS = ("embedded", "postgres")
 
 
 @dataclass(frozen=True)
@@ -37,27 +43,29 @@ class BenchWorld:
     public_keys: dict[str, str]  # kid -> PEM, what a client verifies envelopes with
 
     def env(self) -> dict[str, str]:
-        """The KEYMETA_* variables every child process gets."""
-        return {
-            "KEYMETA_DATABASE_URL": self.settings.database_url,
+        """The KEYMETA_* variables every child process gets (no database URL: the embedded server)."""
+        env = {
             "KEYMETA_MASTER_KEY": self.settings.master_key,
             "KEYMETA_VAR_DIR": str(self.settings.var_dir),
             "KEYMETA_LOG_LEVEL": "WARNING",
         }
+        if self.settings.database_url:
+            env["KEYMETA_DATABASE_URL"] = self.settings.database_url
+        return env
 
     def form(self, key: str, value: str = "bench value") -> dict[str, str]:
         return {"api_key": self.api_key, "license_key": self.license_key, "identifier": self.identifier,
                 "key": key, "value": value}
 
     def backend_pids(self) -> set[int]:
-        """PostgreSQL server processes serving this database (their CPU is part of the cost); none for SQLite."""
-        url = make_url(self.settings.database_url)
-        if url.get_backend_name() != "postgresql":
-            return set()
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
-            rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                                "AND pid <> pg_backend_pid()").fetchall()
+        """PostgreSQL server processes serving this database (their CPU is part of the cost)."""
+        engine = make_sync_engine(self.settings)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                         "AND pid <> pg_backend_pid()")).all()
+        finally:
+            engine.dispose()
         # Only processes of a local server are ours to measure.
         return {int(row[0]) for row in rows if _command(int(row[0])) == "postgres"}
 
@@ -95,20 +103,26 @@ def scratch_postgres_database(admin_url: str) -> Iterator[str]:
 
 
 @contextmanager
-def database_url(backend: str, postgres_admin_url: str, temp_dir: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{temp_dir / 'keymeta.db'}"
+def database_url(backend: str, postgres_admin_url: str, var_dir: Path) -> Iterator[str]:
+    """The ``KEYMETA_DATABASE_URL`` of a fresh, migrated database: empty for the embedded server of ``var_dir``."""
+    if backend == "embedded":
+        with embedded_postgres(var_dir):
+            yield ""
     elif backend == "postgres":
         with scratch_postgres_database(postgres_admin_url) as url:
+            engine = make_sync_engine(Settings(database_url=url, var_dir=var_dir))
+            try:
+                upgrade_to_head(engine)
+            finally:
+                engine.dispose()
             yield url
     else:
-        raise ValueError(f"unknown backend {backend!r}")
+        raise ValueError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 
 def _bootstrap(settings: Settings) -> BenchWorld:
     engine = make_sync_engine(settings)
     try:
-        upgrade_to_head(engine)
         master_key = decode_master_key(settings.master_key)
         suffix = uuid.uuid4().hex[:10].upper()
         identifier = f"bench-{suffix.lower()}.example"
@@ -129,14 +143,15 @@ def _bootstrap(settings: Settings) -> BenchWorld:
 
 @contextmanager
 def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL) -> Iterator[BenchWorld]:
-    """Temp dir + fresh database (dropped afterwards), migrated and bootstrapped."""
+    """Temp dir + fresh database (dropped or stopped afterwards), migrated and bootstrapped."""
     with tempfile.TemporaryDirectory(prefix="keymeta-bench-") as tmp:
-        temp_dir = Path(tmp)
-        with database_url(backend, postgres_admin_url, temp_dir) as url:
+        var_dir = Path(tmp) / "var"
+        var_dir.mkdir()
+        with database_url(backend, postgres_admin_url, var_dir) as url:
             settings = Settings(
                 database_url=url,
                 master_key=base64.b64encode(secrets.token_bytes(32)).decode("ascii"),
-                var_dir=temp_dir / "var",
+                var_dir=var_dir,
                 log_level="WARNING",
             )
             yield _bootstrap(settings)

@@ -1,13 +1,18 @@
-"""The pure parts of ``python -m bench``: wrk output parsing, the Lua script, the checks, the ceiling app."""
+"""The parts of the bench that run without a benchmark: parsing, the checks, the ceiling app, the backends' set-up."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
-from bench import ceiling_app
+from bench import ceiling_app, embedded
+from bench.all import BACKENDS, commands
 from bench.cpu import CpuMeter, cpu_seconds, process_tree
 from bench.probe import ProbeResult
 from bench.report import BenchReport, TargetRun, to_json, to_table
@@ -77,7 +82,9 @@ def test_report_checks_and_ratio() -> None:
     assert good.ratio == pytest.approx(0.5)
     assert good.cpu_ratio == pytest.approx(0.5)  # 1 ms of CPU per create-meta request, 0.5 ms per ceiling one
     assert "ratio create-meta/ceiling: 0.50" in to_table(good)
+    assert "ceiling: bare ASGI" in to_table(good)
     assert '"ok": true' in to_json(good)
+    assert '"ratio": 0.5' in to_json(good)
 
     bad = BenchReport(config=config, api=_run("create-meta", WRK_STDOUT, 24390 + 65),
                       ceiling=_run("ceiling", ceiling, None, probe_ok=False))
@@ -91,8 +98,12 @@ def test_ceiling_app_signs_verifiable_envelopes(tmp_path, monkeypatch) -> None:
     key_file.write_bytes(private_pem(key))
     monkeypatch.setenv(ceiling_app.KEY_FILE_ENV, str(key_file))
     kid = thumbprint(key.public_key())
-    with TestClient(ceiling_app.create_app()) as client:
+    app = ceiling_app.create_app()
+    assert not hasattr(app, "router")  # a bare ASGI callable: no framework between uvicorn and the work
+    with TestClient(app) as client:
         replies = [client.post(ceiling_app.PATH, data={"key": f"k{i}", "value": "v"}) for i in range(2)]
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/elsewhere").status_code == 404
     for n, reply in enumerate(replies, start=1):
         assert reply.status_code == 200
         body = reply.json()
@@ -101,6 +112,116 @@ def test_ceiling_app_signs_verifiable_envelopes(tmp_path, monkeypatch) -> None:
         assert list(body["response"]) == ["code", "message", "meta_id", "timestamp"]
         assert verify_envelope(reply.content, {kid: public_pem(key.public_key())}) == kid
         assert reply.headers["x-signature-key-id"] == kid
+
+
+def test_ceiling_app_parses_the_body_as_the_real_endpoint_does(monkeypatch) -> None:
+    monkeypatch.delenv(ceiling_app.KEY_FILE_ENV, raising=False)
+    with TestClient(ceiling_app.create_app()) as client:
+        not_utf8 = client.post(ceiling_app.PATH, content=b"key=\xff",
+                               headers={"content-type": "application/x-www-form-urlencoded"})
+        unknown_type = client.post(ceiling_app.PATH, content=b"<x/>", headers={"content-type": "text/xml"})
+    assert (not_utf8.status_code, not_utf8.text) == (400, "form body is not valid UTF-8")
+    assert unknown_type.status_code == 400
+
+
+def test_no_part_offers_or_uses_sqlite() -> None:
+    from bench.__main__ import parse_args
+
+    for backend in BACKENDS:
+        assert "sqlite" not in " ".join(" ".join(command) for command in commands(backend, quick=True))
+    with pytest.raises(SystemExit):
+        parse_args(["--backend", "sqlite"])
+    assert parse_args([]).backend == "embedded"
+
+
+def test_embedded_backend_runs_every_part_on_the_embedded_server() -> None:
+    bench, pipeline, webhooks = commands("embedded", quick=False)
+    assert bench[bench.index("--backend") + 1] == "embedded"
+    assert bench[bench.index("--broker") + 1] == "embedded"
+    assert pipeline[pipeline.index("--backend") + 1] == "embedded"
+    assert "--postgres" not in webhooks
+
+
+def test_postgres_backends_use_the_machine_server_and_broker() -> None:
+    bench, pipeline, webhooks = commands("postgres-redis", quick=False)
+    assert bench[bench.index("--backend") + 1] == "postgres"
+    assert bench[bench.index("--broker") + 1] == "redis"
+    assert pipeline[pipeline.index("--backend") + 1] == "postgres-redis"
+    assert "--postgres" in webhooks
+
+
+def test_embedded_world_passes_no_database_url(tmp_path) -> None:
+    from bench.world import BenchWorld
+    from domain.platform.settings import Settings
+
+    world = BenchWorld(settings=Settings(database_url="", master_key="m", var_dir=tmp_path / "var"),
+                       api_key="a", license_key="l", identifier="i", public_keys={})
+    assert "KEYMETA_DATABASE_URL" not in world.env()
+    assert world.env()["KEYMETA_VAR_DIR"] == str(tmp_path / "var")
+
+
+class _FakeServer:
+    """Records what the bench asks of the embedded server; starting it fails when told to."""
+
+    def __init__(self, monkeypatch, start_fails: bool = False) -> None:
+        self.calls: list[str] = []
+        self.start_fails = start_fails
+        monkeypatch.setattr(embedded, "start", self.start)
+        monkeypatch.setattr(embedded.server, "stop", self.stop)
+
+    def start(self, var_dir: Path) -> None:
+        self.calls.append("start")
+        if self.start_fails:
+            raise embedded.server.EmbeddedPostgresError("boom")
+
+    def stop(self, var_dir: Path) -> bool:
+        self.calls.append("stop")
+        return True
+
+
+def test_embedded_server_is_stopped_when_the_run_is_interrupted(tmp_path, monkeypatch) -> None:
+    fake = _FakeServer(monkeypatch)
+    with pytest.raises(KeyboardInterrupt), embedded.embedded_postgres(tmp_path / "var"):
+        assert fake.calls == ["start"]
+        raise KeyboardInterrupt
+    assert fake.calls == ["start", "stop"]
+
+
+def test_embedded_server_is_stopped_when_it_cannot_be_started(tmp_path, monkeypatch) -> None:
+    fake = _FakeServer(monkeypatch, start_fails=True)
+    with pytest.raises(RuntimeError, match="boom"), embedded.embedded_postgres(tmp_path / "var"):
+        pytest.fail("the block must not run")
+    assert fake.calls == ["start", "stop"]
+
+
+def test_a_failed_stop_is_reported_not_raised(tmp_path, monkeypatch, capsys) -> None:
+    def failing_stop(var_dir: Path) -> bool:
+        raise embedded.server.EmbeddedPostgresError("did not stop")
+
+    monkeypatch.setattr(embedded.server, "stop", failing_stop)
+    assert embedded.stop(tmp_path / "var") is False
+    assert "did not stop" in capsys.readouterr().err
+
+
+def test_sigterm_unwinds_like_ctrl_c() -> None:
+    code = ("import os, signal, sys\n"
+            "from bench.embedded import exit_on_sigterm\n"
+            "exit_on_sigterm()\n"
+            "try:\n"
+            "    os.kill(os.getpid(), signal.SIGTERM)\n"
+            "finally:\n"
+            "    print('cleaned up')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
+                          cwd=Path(embedded.__file__).resolve().parent.parent)
+    assert (done.returncode, done.stdout) == (128 + signal.SIGTERM, "cleaned up\n")
+
+
+def test_leftover_embedded_servers_are_found_by_their_var_dir(tmp_path) -> None:
+    left = tmp_path / "keymeta-bench-a" / "var"
+    (left / embedded.SERVER_DIR / "data").mkdir(parents=True)
+    (left / embedded.SERVER_DIR / "data" / "postmaster.pid").write_text("1\n")
+    (tmp_path / "keymeta-bench-b" / "var" / embedded.SERVER_DIR).mkdir(parents=True)  # stopped: no pid file
+    assert embedded.leftover_var_dirs(tmp_path) == [left]
 
 
 def test_cpu_meter_counts_this_process() -> None:
