@@ -35,8 +35,8 @@ from bench.embedded import INTERRUPTED, INTERRUPTED_MESSAGE, exit_on_sigterm
 from bench.loadgen import KeepAlivePool, fixed_rate
 from bench.server import REPO_ROOT, child_env, free_port, running_app
 from bench.world import DEFAULT_POSTGRES_URL, BenchWorld, prepared_world
+from domain.events.models import AuditRecord, OutboxEvent
 from domain.platform.database import make_sync_engine
-from domain.platform.models import AuditRecord, OutboxEvent
 from domain.signing.master_key import decode_master_key
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.endpoints import create_endpoint

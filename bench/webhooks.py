@@ -108,8 +108,8 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     from sqlalchemy import func, select
 
     from domain.events.outbox import META_CREATED, add_event
+    from domain.license_meta.models import LicenseKeyMeta
     from domain.platform.database import unit_of_work
-    from domain.platform.models import LicenseKeyMeta
     from domain.webhooks import runner
     from domain.webhooks.models import WebhookDelivery
 

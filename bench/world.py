@@ -23,12 +23,13 @@ from sqlalchemy.orm import Session
 from bench.embedded import embedded_postgres
 from domain import catalog
 from domain.access import api_keys
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import make_sync_engine
 from domain.platform.migrate import upgrade_to_head
-from domain.platform.models import LicenseKeyMeta, SigningKey
 from domain.platform.settings import Settings
 from domain.signing.keys import GLOBAL_SCOPE, create_signing_key
 from domain.signing.master_key import decode_master_key
+from domain.signing.models import SigningKey
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("embedded", "postgres")

@@ -8,8 +8,7 @@ import click
 
 from cli import main
 from cli.support import CliError, json_option, parse_time
-from domain import catalog
-from domain.access import api_keys
+from domain.access import api_keys, block_rules
 from domain.platform.database import unit_of_work
 
 
@@ -63,7 +62,7 @@ def blocklist() -> None:
 def blocklist_add(ip: str | None, identifier: str | None) -> dict[str, Any]:
     try:
         with unit_of_work() as session:
-            row, created = catalog.add_block_rule(session, ip=ip, identifier=identifier)
+            row, created = block_rules.add_block_rule(session, ip=ip, identifier=identifier)
             return {"id": row.id, "kind": row.kind, "value": row.value, "created": created}
-    except catalog.CatalogError as exc:
+    except block_rules.BlockRuleError as exc:
         raise CliError(str(exc)) from exc

@@ -12,8 +12,8 @@ from cli import main
 from cli.support import CliError, json_option
 from domain import catalog
 from domain.access import api_keys
+from domain.catalog.models import LicenseKey, LicenseStatus, Product
 from domain.platform.database import unit_of_work
-from domain.platform.models import LicenseKey, Product
 from domain.platform.settings import get_settings
 from domain.signing.keys import GLOBAL_SCOPE, active_key, create_signing_key
 from domain.signing.master_key import MasterKeyError, load_master_key
@@ -59,7 +59,8 @@ def _bootstrap_demo() -> dict[str, Any]:
         product = session.scalar(select(Product).where(Product.name == DEMO_PRODUCT)) or \
             catalog.create_product(session, name=DEMO_PRODUCT)
         license_row = session.scalar(select(LicenseKey).where(LicenseKey.key == DEMO_LICENSE_KEY)) or \
-            catalog.create_license_key(session, product_id=product.id, key=DEMO_LICENSE_KEY, status="assigned")
+            catalog.create_license_key(session, product_id=product.id, key=DEMO_LICENSE_KEY,
+                                       status=LicenseStatus.ASSIGNED)
         catalog.activate(session, license_key=DEMO_LICENSE_KEY, identifier=DEMO_IDENTIFIER)
         # The demo key's secret was shown once; re-running bootstrap replaces it with a fresh one.
         for old in api_keys.active_keys_named(session, DEMO_API_KEY_NAME):

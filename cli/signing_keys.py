@@ -12,11 +12,11 @@ from cli import main
 from cli.setup import master_key_or_fail
 from cli.support import CliError, json_option
 from domain.platform.database import unit_of_work
-from domain.platform.models import SigningKey
 from domain.platform.settings import get_settings
 from domain.signing import rotation
 from domain.signing.keys import SigningKeyError
 from domain.signing.master_key import MasterKeyError
+from domain.signing.models import SigningKey
 
 _FAILURES = (rotation.KeyRotationError, MasterKeyError, SigningKeyError)
 

@@ -11,9 +11,11 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import delete, func, select
 
+from domain.catalog.models import LicenseKey
+from domain.events.models import OutboxEvent
 from domain.events.outbox import META_CREATED, add_event
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import reset_engines, unit_of_work
-from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent
 from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, ssrf

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from domain.access.checks import api_key_digest, parse_network
+from domain.access.models import ApiKey
 from domain.license_meta.codes import CREATE_META_CAPABILITY
-from domain.platform.models import ApiKey
 
 MANAGE_WEBHOOKS_CAPABILITY = "manage-webhooks"
 CAPABILITIES = (CREATE_META_CAPABILITY, MANAGE_WEBHOOKS_CAPABILITY)

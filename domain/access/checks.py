@@ -11,8 +11,8 @@ from typing import TypeAlias
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.access.models import ApiKey, BlockRule
 from domain.license_meta.codes import Code
-from domain.platform.models import ApiKey, BlockRule
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address

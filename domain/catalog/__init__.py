@@ -3,11 +3,10 @@
 from domain.catalog.service import (
     CatalogError,
     activate,
-    add_block_rule,
     create_license_key,
     create_product,
     generate_license_key,
 )
 
-__all__ = ["CatalogError", "activate", "add_block_rule", "create_license_key", "create_product",
+__all__ = ["CatalogError", "activate", "create_license_key", "create_product",
            "generate_license_key"]

@@ -1,4 +1,4 @@
-"""Products, license keys, activations and the block list: what the license checks of docs/api.md read."""
+"""Products, license keys and activations: what the license checks of docs/api.md read."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import string
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from domain.access.checks import normalize_identifier, parse_network
-from domain.platform.models import LICENSE_STATUSES, Activation, BlockRule, LicenseKey, Product, utcnow
+from domain.catalog.models import Activation, LicenseKey, LicenseStatus, Product
+from domain.platform.models import utcnow
 from domain.signing.keys import create_signing_key, product_scope
 
 MAX_TEXT = 255
@@ -46,20 +46,21 @@ def generate_license_key() -> str:
     return "-".join("".join(secrets.choice(alphabet) for _ in range(4)) for _ in range(4))
 
 
-def create_license_key(session: Session, *, product_id: int, key: str | None = None, status: str = "available",
+def create_license_key(session: Session, *, product_id: int, key: str | None = None,
+                       status: str = LicenseStatus.AVAILABLE,
                        validity_days: int = 0, assigned_at: dt.datetime | None = None) -> LicenseKey:
     if session.get(Product, product_id) is None:
         raise CatalogError(f"no product with id {product_id}")
-    if status not in LICENSE_STATUSES:
-        raise CatalogError(f"unknown status {status!r} (one of: {', '.join(LICENSE_STATUSES)})")
+    if status not in set(LicenseStatus):
+        raise CatalogError(f"unknown status {status!r} (one of: {', '.join(LicenseStatus)})")
     if validity_days < 0:
         raise CatalogError("validity days must be 0 (never expires) or more")
     key = _require_text("license key", key) if key is not None else generate_license_key()
     if session.scalar(select(LicenseKey.id).where(LicenseKey.key == key)) is not None:
         raise CatalogError(f"license key {key!r} already exists")
-    if status == "assigned" and assigned_at is None:
+    if status == LicenseStatus.ASSIGNED and assigned_at is None:
         assigned_at = utcnow()
-    row = LicenseKey(key=key, product_id=product_id, status=status, validity_days=validity_days,
+    row = LicenseKey(key=key, product_id=product_id, status=LicenseStatus(status), validity_days=validity_days,
                      assigned_at=assigned_at)
     session.add(row)
     session.flush()
@@ -81,22 +82,3 @@ def activate(session: Session, *, license_key: str, identifier: str) -> tuple[Ac
     session.flush()
     return row, True
 
-
-def add_block_rule(session: Session, *, ip: str | None = None, identifier: str | None = None
-                   ) -> tuple[BlockRule, bool]:
-    if (ip is None) == (identifier is None):
-        raise CatalogError("give exactly one of --ip or --identifier")
-    if ip is not None:
-        try:
-            kind, value = "ip", str(parse_network(ip))
-        except ValueError as exc:
-            raise CatalogError(str(exc)) from exc
-    else:
-        kind, value = "identifier", normalize_identifier(_require_text("identifier", identifier or ""))
-    existing = session.scalar(select(BlockRule).where(BlockRule.kind == kind, BlockRule.value == value))
-    if existing is not None:
-        return existing, False
-    row = BlockRule(kind=kind, value=value)
-    session.add(row)
-    session.flush()
-    return row, True

@@ -15,13 +15,15 @@ from typing import Any
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
+from domain.access.models import ApiKey
+from domain.events.models import AuditRecord, AuditStatus, OutboxEvent
 from domain.platform.logs import get_logger
-from domain.platform.models import ApiKey, AuditRecord, OutboxEvent, utcnow
+from domain.platform.models import utcnow
 
 log = get_logger("keymeta.audit")
 
 GENESIS = "0" * 64
-POISON = "failed"
+POISON = AuditStatus.FAILED
 CHAIN_LOCK_ID = 7_305_001  # pg_advisory_xact_lock key of the audit chain
 
 # The fields a record's hash covers, in this order (the canonical form is JSON with sorted keys).
@@ -85,7 +87,7 @@ def fields_from_event(event: OutboxEvent) -> dict[str, Any]:
         "event_id": event.id,
         "occurred_at": event.created_at,
         "action": event.type,
-        "status": "ok",
+        "status": AuditStatus.OK,
         "outcome_code": event.outcome_code,
         "actor_api_key_id": _optional_int(payload, "api_key_id"),
         "request_id": event.request_id,

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.platform.models import AuditRecord, OutboxEvent, SigningKey
+from domain.events.models import AuditRecord, OutboxEvent
+from domain.signing.models import SigningKey, SigningKeyState
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.webhooks.states import GIVEN_UP_STATUSES, OPEN_STATUSES, AttemptOutcome
 
@@ -162,7 +163,7 @@ async def backlog(connection: AsyncConnection, now: dt.datetime | None = None,
         endpoint_states["enabled" if enabled else "disabled"] += int(count)
     key_rows = (await connection.execute(
         select(SigningKey.scope, SigningKey.activated_at, SigningKey.created_at)
-        .where(SigningKey.state == "active"))).all()
+        .where(SigningKey.state == SigningKeyState.ACTIVE))).all()
     key_ages = {str(scope): _age(now, activated or created) for scope, activated, created in key_rows}
     return Backlog(
         outbox_unaudited=int(unaudited),

@@ -9,7 +9,8 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from domain.platform.models import OutboxEvent, utcnow
+from domain.events.models import OutboxEvent
+from domain.platform.models import utcnow
 
 META_CREATED = "license_key_meta.created"
 META_CREATE_REFUSED = "license_key_meta.create_refused"

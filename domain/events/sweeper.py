@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from domain.events.models import OutboxEvent
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
-from domain.platform.models import OutboxEvent
 
 BATCH = 1000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
+from domain.catalog.models import LicenseStatus
 from domain.license_meta.codes import Code
 
 
@@ -34,9 +35,9 @@ def license_decision(view: LicenseView | None, now: dt.datetime) -> Code | None:
     """Steps 7–12, in order."""
     if view is None:
         return Code.INVALID_LICENSE_KEY
-    if view.status == "blocked":
+    if view.status == LicenseStatus.BLOCKED:
         return Code.LICENSE_BLOCKED
-    if view.status != "assigned":
+    if view.status != LicenseStatus.ASSIGNED:
         return Code.LICENSE_NOT_ASSIGNED
     if is_expired(view, now):
         return Code.LICENSE_EXPIRED

@@ -10,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from domain.platform.models import SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.signing.master_key import seal, unseal
+from domain.signing.models import SigningKey, SigningKeyState
 from domain.signing.rsa_keys import (
     Signer,
     generate_private_key,
@@ -30,8 +31,9 @@ def product_scope(product_id: int) -> str:
     return f"product:{product_id}"
 
 
-def create_signing_key(session: Session, master_key: bytes, scope: str, *, state: str = "active",
-                       key_size: int = 2048, now: dt.datetime | None = None) -> SigningKey:
+def create_signing_key(session: Session, master_key: bytes, scope: str, *,
+                       state: SigningKeyState = SigningKeyState.ACTIVE, key_size: int = 2048,
+                       now: dt.datetime | None = None) -> SigningKey:
     """Generate an RSA key and store it; the caller's transaction decides whether it exists."""
     now = now or utcnow()
     private_key = generate_private_key(key_size)
@@ -44,7 +46,7 @@ def create_signing_key(session: Session, master_key: bytes, scope: str, *, state
         public_pem=public_pem(private_key.public_key()),
         private_key_encrypted=seal(master_key, private_pem(private_key), kid),
         created_at=now,
-        activated_at=now if state == "active" else None,
+        activated_at=now if state == SigningKeyState.ACTIVE else None,
     )
     session.add(row)
     session.flush()
@@ -53,7 +55,7 @@ def create_signing_key(session: Session, master_key: bytes, scope: str, *, state
 
 def active_key(session: Session, scope: str) -> SigningKey | None:
     return session.scalars(
-        select(SigningKey).where(SigningKey.scope == scope, SigningKey.state == "active")
+        select(SigningKey).where(SigningKey.scope == scope, SigningKey.state == SigningKeyState.ACTIVE)
     ).first()
 
 
@@ -89,7 +91,7 @@ class SignerStore:
         async with conn_factory() as conn:
             row = (await conn.execute(
                 select(SigningKey.kid, SigningKey.private_key_encrypted)
-                .where(SigningKey.scope == scope, SigningKey.state == "active")
+                .where(SigningKey.scope == scope, SigningKey.state == SigningKeyState.ACTIVE)
             )).first()
         signer = None
         if row is not None and row.private_key_encrypted is not None:

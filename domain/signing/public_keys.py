@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from domain.platform.models import SigningKey
 from domain.signing.keys import GLOBAL_SCOPE
+from domain.signing.models import SigningKey, SigningKeyState
 from domain.signing.rsa_keys import jwk_for, load_public_pem, thumbprint
 
 MAX_AGE_CAP_SECONDS = 3600
@@ -107,7 +107,7 @@ def listing_document(keys: list[PublishedKey]) -> dict[str, Any]:
 
 def jwks_document(keys: list[PublishedKey]) -> dict[str, Any]:
     """``GET /.well-known/jwks.json``: every key that may still verify (revoked keys are left out)."""
-    return {"keys": [jwk_for(checked_public_key(key), key.kid) for key in keys if key.state != "revoked"]}
+    return {"keys": [jwk_for(checked_public_key(key), key.kid) for key in keys if key.state != SigningKeyState.REVOKED]}
 
 
 def cache_max_age(overlap_seconds: int) -> int:

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
+from domain.catalog.models import Product
 from domain.events.outbox import (
     SIGNING_KEY_ACTIVATED,
     SIGNING_KEY_CREATED,
@@ -35,10 +36,14 @@ from domain.events.outbox import (
     SIGNING_KEY_REVOKED,
     add_event,
 )
-from domain.platform.models import Product, SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import GLOBAL_SCOPE, create_signing_key, product_scope, signer_from_row
 from domain.signing.master_key import load_master_key
+from domain.signing.models import SigningKey, SigningKeyState
+
+# The states whose key can still sign, now or after the overlap.
+SIGNING_STATES = (SigningKeyState.ACTIVE, SigningKeyState.PENDING)
 
 KEY_ROTATION_LOCK_ID = 7_305_002  # pg_advisory_xact_lock key of the signing-key state machine
 _PRODUCT_SCOPE = re.compile(r"product:([0-9]{1,18})")
@@ -101,11 +106,11 @@ def _scope_keys(session: Session, scope: str) -> list[SigningKey]:
 
 
 def _pending(keys: list[SigningKey]) -> list[SigningKey]:
-    return sorted((k for k in keys if k.state == "pending"), key=lambda k: (k.created_at, k.id))
+    return sorted((k for k in keys if k.state == SigningKeyState.PENDING), key=lambda k: (k.created_at, k.id))
 
 
 def _active(keys: list[SigningKey]) -> SigningKey | None:
-    return next((k for k in keys if k.state == "active"), None)
+    return next((k for k in keys if k.state == SigningKeyState.ACTIVE), None)
 
 
 class _Machine:
@@ -130,7 +135,7 @@ class _Machine:
         """The master key must open the keys in use; otherwise a new key would be sealed with a key that
         opens nothing else and the API would fail on it. Raises ``MasterKeyError`` naming the kid."""
         query = (select(SigningKey.kid, SigningKey.private_key_encrypted)
-                 .where(SigningKey.state.in_(("active", "pending")), SigningKey.private_key_encrypted.is_not(None))
+                 .where(SigningKey.state.in_(SIGNING_STATES), SigningKey.private_key_encrypted.is_not(None))
                  .order_by((SigningKey.scope != GLOBAL_SCOPE), SigningKey.id).limit(1))
         if exclude_id is not None:
             query = query.where(SigningKey.id != exclude_id)
@@ -149,7 +154,7 @@ class _Machine:
         self.outcome.transitions.append(Transition(row.kid, row.scope, from_state, row.state, event_type, event_id))
 
     def create_pending(self, scope: str, reason: str) -> SigningKey:
-        row = create_signing_key(self.session, self.master_key, scope, state="pending",
+        row = create_signing_key(self.session, self.master_key, scope, state=SigningKeyState.PENDING,
                                  key_size=self.settings.key_size, now=self.now)
         self.emit(SIGNING_KEY_CREATED, row, None, reason)
         return row
@@ -160,15 +165,15 @@ class _Machine:
         signer_from_row(self.master_key, pending.kid, pending.private_key_encrypted)  # it must open
         current = _active(_scope_keys(self.session, pending.scope))
         if current is not None:
-            current.state = "retired"
+            current.state = SigningKeyState.RETIRED
             current.private_key_encrypted = None
             current.retired_at = self.now
             self.session.flush()  # before the promotion: one active key per scope (unique index)
-            self.emit(SIGNING_KEY_RETIRED, current, "active", reason)
-        pending.state = "active"
+            self.emit(SIGNING_KEY_RETIRED, current, SigningKeyState.ACTIVE, reason)
+        pending.state = SigningKeyState.ACTIVE
         pending.activated_at = self.now
         self.session.flush()
-        self.emit(SIGNING_KEY_ACTIVATED, pending, "pending", reason)
+        self.emit(SIGNING_KEY_ACTIVATED, pending, SigningKeyState.PENDING, reason)
 
     def step(self, scope: str) -> bool:
         """At most one transition in ``scope``; False when the scope is where it should be."""
@@ -192,7 +197,7 @@ class _Machine:
 
 def _scopes_in_use(session: Session) -> list[str]:
     return list(session.scalars(
-        select(SigningKey.scope).where(SigningKey.state.in_(("active", "pending"))).distinct()
+        select(SigningKey.scope).where(SigningKey.state.in_(SIGNING_STATES)).distinct()
         .order_by(SigningKey.scope)))
 
 
@@ -241,19 +246,19 @@ def revoke(session: Session, kid: str, now: dt.datetime | None = None, *, settin
                           .execution_options(populate_existing=True)).first()
     if row is None:
         raise KeyRotationError(f"no signing key with kid {kid.strip()!r}")
-    if row.state == "revoked":
+    if row.state == SigningKeyState.REVOKED:
         return machine.outcome
     was = row.state
-    if was == "active":
+    if was == SigningKeyState.ACTIVE:
         # A replacement must be possible before anything changes (checked on another key: the revoked
         # one may be revoked precisely because it is damaged).
         machine.check_master_key(exclude_id=row.id)
-    row.state = "revoked"
+    row.state = SigningKeyState.REVOKED
     row.private_key_encrypted = None
     row.revoked_at = machine.now
     session.flush()
     machine.emit(SIGNING_KEY_REVOKED, row, was, "revoked by operator")
-    if was == "active":
+    if was == SigningKeyState.ACTIVE:
         pending = _pending(_scope_keys(session, row.scope))
         target = pending[0] if pending else machine.create_pending(row.scope, f"replaces revoked key {row.kid}")
         machine.promote(target, f"active key {row.kid} revoked")

@@ -16,8 +16,9 @@ from typing import Final, Literal
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from domain.events.models import OutboxEvent
 from domain.platform.logs import get_logger
-from domain.platform.models import OutboxEvent, utcnow
+from domain.platform.models import utcnow
 from domain.signing.master_key import MasterKeyError
 from domain.webhooks import audit_events, endpoints, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint

@@ -19,9 +19,12 @@ from sqlalchemy import Insert, Table, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
+from domain.catalog.models import LicenseKey
+from domain.events.models import OutboxEvent
 from domain.events.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.logs import get_logger
-from domain.platform.models import LicenseKey, LicenseKeyMeta, OutboxEvent, utcnow
+from domain.platform.models import utcnow
 from domain.webhooks.delivery import Claim, ClaimTerms, SigningSecrets, claim_of
 from domain.webhooks.endpoints import subscribes
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint

@@ -14,9 +14,11 @@ import pytest
 from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
+from domain.events.models import OutboxEvent
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import unit_of_work
-from domain.platform.models import LicenseKeyMeta, OutboxEvent, SigningKey
 from domain.platform.settings import Settings
+from domain.signing.models import SigningKey
 from domain.signing.verification import verify_envelope
 from tests.conftest import CLIENT_IP
 
@@ -127,7 +129,7 @@ def assert_refused_and_audited(before: Counts, response: Any, code: int) -> None
 
 
 def meta_rows(license_key: str) -> list[LicenseKeyMeta]:
-    from domain.platform.models import LicenseKey
+    from domain.catalog.models import LicenseKey
 
     with unit_of_work() as session:
         return list(session.scalars(

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.client_ip import client_ip
-from domain import catalog
+from domain.access import block_rules
 from domain.access.checks import parse_network
 from domain.platform.database import unit_of_work
 from domain.platform.settings import get_settings
@@ -107,14 +107,14 @@ def test_untrusted_peer_cannot_claim_an_allowed_address(proxied_app, settings) -
 def test_untrusted_peer_cannot_dodge_the_block_list(proxied_app, settings) -> None:
     ip = unique_ip()
     with unit_of_work() as session:
-        catalog.add_block_rule(session, ip=ip)
+        block_rules.add_block_rule(session, ip=ip)
     assert_envelope(_post(proxied_app(ip), make_world(), "198.51.100.7"), 150)
 
 
 def test_untrusted_peer_cannot_get_someone_blocked(proxied_app, settings) -> None:
     blocked = unique_ip()
     with unit_of_work() as session:
-        catalog.add_block_rule(session, ip=blocked)
+        block_rules.add_block_rule(session, ip=blocked)
     assert_envelope(_post(proxied_app(CLIENT_IP), make_world(), blocked), 453)
 
 
@@ -133,7 +133,7 @@ def test_trusted_proxy_forwards_a_client_outside_the_allowed_cidr(proxied_app, s
 def test_trusted_proxy_forwards_a_blocked_client(proxied_app, settings) -> None:
     ip = unique_ip()
     with unit_of_work() as session:
-        catalog.add_block_rule(session, ip=ip)
+        block_rules.add_block_rule(session, ip=ip)
     assert_envelope(_post(proxied_app(PROXY), make_world(), ip), 150)
     assert_envelope(_post(proxied_app(PROXY), make_world(), f"198.51.100.9, {ip}, 10.1.1.1"), 150)
 

@@ -9,10 +9,12 @@ import pytest
 from sqlalchemy import update
 
 from domain import catalog
-from domain.access import api_keys
+from domain.access import api_keys, block_rules
+from domain.catalog.models import LicenseKey
 from domain.platform.database import unit_of_work
-from domain.platform.models import LicenseKey, SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.signing.keys import product_scope
+from domain.signing.models import SigningKey
 from tests.api.conftest import (
     ENDPOINT,
     assert_envelope,
@@ -49,7 +51,7 @@ def _inactive_key() -> str:
 
 def _block(*, ip: str | None = None, identifier: str | None = None) -> None:
     with unit_of_work() as session:
-        catalog.add_block_rule(session, ip=ip, identifier=identifier)
+        block_rules.add_block_rule(session, ip=ip, identifier=identifier)
 
 
 def _post(client, world: World, **overrides: str):

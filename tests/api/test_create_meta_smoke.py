@@ -5,8 +5,9 @@ import json
 
 from sqlalchemy import select
 
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import unit_of_work
-from domain.platform.models import LicenseKeyMeta, SigningKey
+from domain.signing.models import SigningKey
 from domain.signing.verification import verify_envelope
 
 
@@ -44,7 +45,7 @@ def test_padded_identifier_matches_its_activation(client, world) -> None:
 def test_wrong_method_gets_a_signed_405_and_is_audited(client, world) -> None:
     from sqlalchemy import func
 
-    from domain.platform.models import OutboxEvent
+    from domain.events.models import OutboxEvent
 
     with unit_of_work() as session:
         before = session.scalar(select(func.count()).select_from(OutboxEvent))

@@ -18,11 +18,12 @@ from sqlalchemy import delete, func, select, update
 from starlette.testclient import TestClient
 
 from domain.events.metrics_queries import AttemptTally, nearest_rank
+from domain.events.models import OutboxEvent
 from domain.platform.database import make_async_engine, unit_of_work
-from domain.platform.models import OutboxEvent, SigningKey
 from domain.platform.settings import Settings
 from domain.signing.keys import create_signing_key, product_scope
 from domain.signing.master_key import load_master_key
+from domain.signing.models import SigningKey
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 ENDPOINT = "/api/v1/create-license-key-meta"

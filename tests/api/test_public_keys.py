@@ -20,11 +20,11 @@ from starlette.testclient import TestClient
 
 from domain import catalog
 from domain.platform.database import unit_of_work
-from domain.platform.models import SigningKey
 from domain.platform.settings import Settings
 from domain.signing import rotation
 from domain.signing.keys import GLOBAL_SCOPE, product_scope
 from domain.signing.master_key import MasterKeyError, load_master_key
+from domain.signing.models import SigningKey
 from domain.signing.public_keys import cache_max_age
 from domain.signing.rsa_keys import load_public_pem, thumbprint
 from domain.signing.verification import RevokedKeyUsed, key_set_from_document, verify_envelope

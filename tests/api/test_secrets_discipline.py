@@ -16,8 +16,8 @@ from sqlalchemy import select
 from cli import main as cli_main
 from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
 from domain.events import audit
+from domain.events.models import AuditRecord, OutboxEvent
 from domain.platform.database import unit_of_work
-from domain.platform.models import AuditRecord, OutboxEvent
 from domain.platform.settings import Settings
 from domain.signing.master_key import load_master_key
 from tests.api.conftest import ENDPOINT

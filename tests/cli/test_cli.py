@@ -14,11 +14,13 @@ from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
 from cli import main
+from domain.access.models import ApiKey, BlockRule
+from domain.catalog.models import LicenseKey, Product
 from domain.platform.database import reset_engines, unit_of_work
 from domain.platform.migrate import head_revision
-from domain.platform.models import ApiKey, BlockRule, LicenseKey, Product, SigningKey
 from domain.platform.settings import get_settings
 from domain.signing.keys import GLOBAL_SCOPE, product_scope
+from domain.signing.models import SigningKey
 from domain.signing.verification import verify_envelope
 from tests.backends import fresh_postgres_database
 

@@ -16,11 +16,13 @@ from sqlalchemy import select
 
 from cli import main
 from domain.events.audit import record_events
+from domain.events.models import AuditRecord, OutboxEvent
+from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import reset_engines, unit_of_work
-from domain.platform.models import AuditRecord, LicenseKeyMeta, OutboxEvent, SigningKey
 from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import product_scope, signer_from_row
 from domain.signing.master_key import load_master_key
+from domain.signing.models import SigningKey
 from domain.webhooks.endpoints import signing_secrets
 from domain.webhooks.models import WebhookEndpoint
 from tests.backends import fresh_postgres_database

@@ -21,10 +21,11 @@ from starlette.testclient import TestClient
 from cli import main
 from domain import catalog
 from domain.platform.database import unit_of_work
-from domain.platform.models import SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import GLOBAL_SCOPE, product_scope
 from domain.signing.master_key import load_master_key
+from domain.signing.models import SigningKey
 from tests.conftest import make_world
 from tests.processes import wait_until
 

@@ -7,8 +7,8 @@ import httpx
 from sqlalchemy import func, select
 
 from domain.events.audit import chain_length, verify_chain
+from domain.events.models import AuditRecord, OutboxEvent
 from domain.platform.database import unit_of_work
-from domain.platform.models import AuditRecord, OutboxEvent
 from tests.conftest import World
 from tests.processes import BIN
 

@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from domain.access.models import ApiKey
+from domain.events.models import AuditRecord
 from domain.platform.database import unit_of_work
-from domain.platform.models import ApiKey, AuditRecord
 from tests.conftest import make_world
 from tests.integration.helpers import assert_audit_complete, audit_count, cli, create_many
 from tests.processes import wait_until

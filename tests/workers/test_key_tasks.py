@@ -14,12 +14,14 @@ import pytest
 from sqlalchemy import select, update
 
 from domain import catalog
+from domain.events.models import OutboxEvent
 from domain.platform.database import unit_of_work
-from domain.platform.models import OutboxEvent, SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings, get_settings
 from domain.platform.task_names import AUDIT_RECORD, KEYS_ADVANCE, WEBHOOKS_FAN_OUT
 from domain.signing.keys import product_scope
 from domain.signing.master_key import MasterKeyError, load_master_key
+from domain.signing.models import SigningKey
 from messaging.celery_config import route_for
 
 

@@ -20,9 +20,9 @@ from celery import signals
 from sqlalchemy import delete, select, update
 from starlette.testclient import TestClient
 
+from domain.events.models import OutboxEvent
 from domain.platform.database import unit_of_work
 from domain.platform.logs import configure_logging
-from domain.platform.models import OutboxEvent
 from domain.platform.settings import Settings, get_settings
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.api.conftest import ENDPOINT

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from alembic import context
 
-import domain.webhooks.models  # noqa: F401 - registers the webhook tables for autogenerate
+# Every concern's tables, registered on the one metadata for autogenerate.
+import domain.access.models
+import domain.catalog.models
+import domain.events.models
+import domain.license_meta.models
+import domain.signing.models
+import domain.webhooks.models  # noqa: F401
 from domain.platform.database import make_sync_engine
 from domain.platform.models import Base
 

@@ -11,9 +11,9 @@ from sqlalchemy import delete, select, update
 
 from cli import main
 from domain.events.audit import GENESIS, POISON, record_events, verify_chain
+from domain.events.models import AuditRecord, OutboxEvent
 from domain.events.outbox import META_CREATE_REFUSED, add_event
 from domain.platform.database import unit_of_work
-from domain.platform.models import AuditRecord, OutboxEvent
 
 
 def _events(count: int, **payload: object) -> list[int]:

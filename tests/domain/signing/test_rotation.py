@@ -18,13 +18,15 @@ import pytest
 from sqlalchemy import select, update
 
 from domain import catalog
+from domain.events.models import OutboxEvent
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
 from domain.platform.database import make_async_engine, unit_of_work
-from domain.platform.models import OutboxEvent, SigningKey, utcnow
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings
 from domain.signing import rotation
 from domain.signing.keys import SignerStore, SigningKeyError, product_scope
 from domain.signing.master_key import MasterKeyError, load_master_key, seal
+from domain.signing.models import SigningKey
 
 DAY = dt.timedelta(days=1)
 
