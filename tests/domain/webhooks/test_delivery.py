@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import threading
 import time
@@ -11,10 +12,11 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
+from domain.events.models import OutboxEvent
 from domain.platform.database import unit_of_work
-from domain.platform.models import OutboxEvent, utcnow
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings
-from domain.webhooks import audit_events, delivery, runner
+from domain.webhooks import audit_events, delivery, runner, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink, closed_port
@@ -46,13 +48,27 @@ def run_until_settled(delivery_ids: list[int], timeout: float = 10.0) -> list[We
     return wait_until(settled, timeout=timeout, interval=0.05, message="deliveries to settle")
 
 
+def deliver_at(now: dt.datetime, delivery_ids: list[int], settings: Settings) -> list[delivery.Recorded]:
+    """``runner.deliver`` on a fixed clock: the same claim, send and record steps, each given ``now``.
+
+    ``runner.deliver`` reads the real clock itself; the policy's windows are tested here against ``now``.
+    """
+    with unit_of_work() as session:
+        claims = delivery.claim(session, delivery_ids, runner.claim_terms(settings), now=now)
+    results = [(claim, delivery.send(claim, runner.send_limits(settings))) for claim in claims]
+    with unit_of_work() as session:
+        return delivery.record_many(session, results, runner.retry_policy(settings), now=now)
+
+
 def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, world: World, sink: Sink) -> None:
     endpoint = register(sink.on("/hook", Reply(200)))
     [event_id] = meta_events(world, value="v\u00e9/1")
     created = runner.fan_out_events([event_id])
     assert len(created) == 1
 
+    before = int(time.time())
     report = runner.deliver(created)
+    after = int(time.time())
     assert report.outcomes == {"succeeded": 1}
     [request] = sink.at("/hook")
     payload = Webhook(endpoint.secret).verify(request.body, request.headers)
@@ -68,7 +84,9 @@ def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, w
     assert payload["timestamp"].endswith("Z") and payload["data"]["created_at"].endswith("Z")
     [row] = deliveries(id=created[0])
     assert request.headers["webhook-id"] == row.msg_id and row.msg_id.startswith("msg_")
-    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 5
+    # The attempt's own time (delivery.send reads the real clock): between readings taken around the call,
+    # whole seconds on both sides, so no second boundary and no machine speed can put it outside.
+    assert before <= int(request.headers["webhook-timestamp"]) <= after
     assert request.headers["content-type"] == "application/json"
     assert row.status == "succeeded" and row.attempts == 1
     [attempt] = attempts_of(row.id)
@@ -140,27 +158,35 @@ def test_failure_then_success_retries_on_schedule_with_the_same_id(settings: Set
     delay = (row.next_attempt_at - row.updated_at).total_seconds() if row.next_attempt_at else -1
     assert 0.2 * 0.8 - 0.01 <= delay <= 0.2 * 1.2 + 0.01  # first step of the schedule, ±20 % jitter
     assert endpoint_row(endpoint.id).failing_since is not None
+    scheduled = row.next_attempt_at
 
     [row] = run_until_settled(created)
     assert row.status == "succeeded" and row.attempts == 2
     first, second = sink.at("/flaky")
     assert first.headers["webhook-id"] == second.headers["webhook-id"]
-    assert second.at - first.at >= 0.15
     for request in (first, second):
         Webhook(endpoint.secret).verify(request.body, request.headers)
-    assert [(a.outcome, a.status_code, a.response_excerpt) for a in attempts_of(row.id)] == \
+    attempts = attempts_of(row.id)
+    assert [(a.outcome, a.status_code, a.response_excerpt) for a in attempts] == \
         [("failure", 500, "boom"), ("success", 200, "ok")]
+    assert attempts[1].started_at >= scheduled  # the retry waited for its time (by the code's own clock)
     assert endpoint_row(endpoint.id).failing_since is None
 
 
 def test_exhausted_after_the_schedule_and_audited(settings: Settings, world: World, sink: Sink) -> None:
     register(sink.on("/down", Reply(503, b"down")))
     created = runner.fan_out_events(meta_events(world))
-    started = time.monotonic()
     [row] = run_until_settled(created)
     assert row.status == "failed" and row.attempts == 4  # first try + 3 retries of "0.2,0.5,1"
-    assert time.monotonic() - started >= (0.2 + 0.5 + 1) * 0.8 - 0.05
-    assert [a.status_code for a in attempts_of(row.id)] == [503] * 4
+    attempts = attempts_of(row.id)
+    assert [a.status_code for a in attempts] == [503] * 4
+    # Each retry waited for its step of the schedule (less the jitter), by the clock the code schedules with:
+    # an attempt is claimed once next_attempt_at (recorded after the previous attempt started) has passed.
+    least = [dt.timedelta(seconds=step * (1 - settings.webhook_retry_jitter)) - dt.timedelta(microseconds=1)
+             for step in settings.webhook_retry_schedule]
+    gaps = [later.started_at - earlier.started_at for earlier, later in itertools.pairwise(attempts)]
+    assert len(gaps) == len(least) == 3
+    assert all(gap >= step for gap, step in zip(gaps, least, strict=True)), (gaps, least)
     [event] = outbox_events(audit_events.DELIVERY_EXHAUSTED, row.id)
     assert event.payload["actor"] == "webhooks" and event.payload["detail"]["attempts"] == 4
     assert endpoint_row(row.endpoint_id).enabled  # exhausting one delivery does not disable the endpoint
@@ -180,24 +206,36 @@ def test_410_disables_the_endpoint_and_cancels_the_rest(settings: Settings, worl
 
 
 def test_continuous_failure_for_the_window_disables(settings: Settings, world: World, sink: Sink) -> None:
-    endpoint = register(sink.on("/sick", Reply(500)))
+    sick = register(sink.on("/sick", Reply(500)))
+    ailing = register(sink.on("/ailing", Reply(500)))
     created = runner.fan_out_events(meta_events(world))
-    with unit_of_work() as session:  # failing since before the 5-day window
-        session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
-                        .values(failing_since=utcnow() - dt.timedelta(days=5, seconds=1)))
-    runner.deliver(created)
-    row = endpoint_row(endpoint.id)
+    now = max(r.next_attempt_at for r in deliveries() if r.next_attempt_at)  # a fixed clock: both are due
+    window = dt.timedelta(seconds=settings.webhook_disable_after_seconds)
+    with unit_of_work() as session:  # failing since just before, and just inside, the 5-day window
+        for endpoint, failing_for in ((sick, window + dt.timedelta(seconds=1)),
+                                      (ailing, window - dt.timedelta(seconds=1))):
+            session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
+                            .values(failing_since=now - failing_for))
+    recorded = {r.delivery_id: r.status for r in deliver_at(now, created, settings)}
+    by_endpoint = {r.endpoint_id: recorded[r.id] for r in deliveries()}
+    row = endpoint_row(sick.id)
     assert not row.enabled and (row.disabled_reason or "").startswith("failing continuously since")
-    assert deliveries()[0].status == "failed"
-    assert len(outbox_events(audit_events.ENDPOINT_DISABLED, endpoint.id)) == 1
+    assert by_endpoint[sick.id] == "failed"
+    assert len(outbox_events(audit_events.ENDPOINT_DISABLED, sick.id)) == 1
+    assert endpoint_row(ailing.id).enabled and by_endpoint[ailing.id] == "pending"  # inside the window: retried
+    assert outbox_events(audit_events.ENDPOINT_DISABLED, ailing.id) == []
 
 
 def test_a_success_resets_the_failure_streak(settings: Settings, world: World, sink: Sink) -> None:
     endpoint = register(sink.on("/ok", Reply(200)))
+    created = runner.fan_out_events(meta_events(world))
+    [row] = deliveries(id=created[0])
+    now = row.next_attempt_at
+    assert now is not None
     with unit_of_work() as session:
         session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint.id)
-                        .values(failing_since=utcnow() - dt.timedelta(days=4)))
-    runner.deliver(runner.fan_out_events(meta_events(world)))
+                        .values(failing_since=now - dt.timedelta(days=4)))
+    assert [r.status for r in deliver_at(now, created, settings)] == ["succeeded"]
     assert endpoint_row(endpoint.id).failing_since is None
 
 
@@ -210,20 +248,37 @@ def test_retry_after_is_honoured(settings: Settings, world: World, sink: Sink) -
     assert 1.9 <= (row.next_attempt_at - row.updated_at).total_seconds() <= 2.1  # not the 0.2 s of the schedule
 
 
-@pytest.mark.parametrize(("reply", "error"), [
-    (Reply(302, b"", headers={"Location": "/elsewhere"}), "redirect not followed (Location: /elsewhere)"),
+@pytest.mark.parametrize(("reply", "kind"), [
+    (Reply(302, b"", headers={"Location": "/elsewhere"}), "redirect"),
+    # Answers after 3 s, well past the 0.5 s read timeout (and the 1.5 s total cap).
     (Reply(delay=3), "read timeout"),
-    (Reply(drip=0.05), "total time cap"),
+    # A byte every 5 ms for ~50 s: each read is quick, so only the 1.5 s total cap can end the attempt.
+    (Reply(drip=0.005), "total time cap"),
 ])
 def test_failures_are_recorded_attempts(settings: Settings, world: World, sink: Sink, reply: Reply,
-                                        error: str) -> None:
+                                        kind: str) -> None:
     register(sink.on("/bad", reply))
     created = runner.fan_out_events(meta_events(world))
-    started = time.monotonic()
     runner.deliver(created)
-    assert time.monotonic() - started < settings.webhook_total_timeout_seconds + 1.5
     [attempt] = attempts_of(created[0])
-    assert attempt.outcome == "failure" and error in (attempt.error or "")
+    assert attempt.outcome == "failure"
+    if kind == "redirect":
+        assert attempt.status_code == 302
+        assert attempt.error == "redirect not followed (Location: /elsewhere)"
+    elif kind == "read timeout":
+        # Cut by the per-read timeout while the sink still held its answer: no status line ever arrived,
+        # and it was not the total cap (that one is named as such), after the configured read timeout (as
+        # measured by the attempt's own clock).
+        assert attempt.status_code is None and (attempt.error or "").startswith("read timeout")
+        assert attempt.duration_ms >= settings.webhook_read_timeout_seconds * 1000 - 20
+    else:
+        # Cut by the configured total cap (the code names it only when its deadline has passed) while the
+        # status line was still dripping in; had the cap not cut it, the drip would have ended in a
+        # protocol error or a read timeout instead.
+        assert attempt.status_code is None
+        assert attempt.error == \
+            f"total time cap of the attempt exceeded ({settings.webhook_total_timeout_seconds:g} s)"
+        assert attempt.duration_ms >= settings.webhook_total_timeout_seconds * 1000 - 20
     assert deliveries()[0].status == "pending"
     assert not sink.at("/elsewhere")
 
@@ -237,13 +292,25 @@ def test_connection_refused_is_a_recorded_failure(settings: Settings, world: Wor
     assert (attempt.error or "").startswith("connection failed")
 
 
-def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, world: World, sink: Sink) -> None:
+def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, world: World, sink: Sink,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     register(sink.on("/huge", Reply(200, stream_bytes=50 * 1024 * 1024)))
     register(sink.on("/binary", Reply(500, b"\xff\xfe\x00\x80bad\x00")))
     created = runner.fan_out_events(meta_events(world))
-    started = time.monotonic()
+    # Every socket read of an attempt goes through the deadline stream: count what was actually read.
+    read_sizes: list[int] = []
+    deadline_read = transport._DeadlineStream.read
+
+    def counting_read(self: transport._DeadlineStream, max_bytes: int, timeout: float | None = None) -> bytes:
+        data = deadline_read(self, max_bytes, timeout)
+        read_sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(transport._DeadlineStream, "read", counting_read)
     runner.deliver(created)
-    assert time.monotonic() - started < 3
+    # The excerpt plus at most a couple of 64 KiB socket reads (headers, the second, small response), never
+    # the 50 MiB the sink would send.
+    assert 0 < sum(read_sizes) <= settings.webhook_response_excerpt_bytes + 3 * 64 * 1024, sum(read_sizes)
     huge, binary = (attempts_of(i)[0] for i in created)
     assert huge.outcome == "success" and huge.response_truncated
     assert huge.response_excerpt == "x" * settings.webhook_response_excerpt_bytes
@@ -307,19 +374,29 @@ def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Setting
 
 def test_sweeper_rings_only_what_is_due_and_not_recently_rung(settings: Settings, world: World, sink: Sink,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    reconfigure(monkeypatch, KEYMETA_WEBHOOK_RETRY_SCHEDULE="1.5", KEYMETA_WEBHOOK_RETRY_JITTER="0",
-                KEYMETA_WEBHOOK_RERING_SECONDS="1.5")
+    current = reconfigure(monkeypatch, KEYMETA_WEBHOOK_RETRY_SCHEDULE="1.5", KEYMETA_WEBHOOK_RETRY_JITTER="0",
+                          KEYMETA_WEBHOOK_RERING_SECONDS="1.5")
     register(sink.on("/hook", Reply(500), Reply(200)))
     created = runner.fan_out_events(meta_events(world))
-    assert runner.sweep_deliveries() == []  # just rung by fan-out
-    runner.deliver(created)  # fails; the retry is due in 1.5 s
-    assert runner.deliver(created).claimed == 0  # an early duplicate message does nothing
-    assert runner.sweep_deliveries() == []  # not due yet
-    started = time.monotonic()
-    assert wait_until(runner.sweep_deliveries, timeout=5, interval=0.05) == created
-    assert time.monotonic() - started >= 1.0
-    assert runner.sweep_deliveries() == []  # rung: not again before the re-ring interval
-    assert wait_until(runner.sweep_deliveries, timeout=5, interval=0.1) == created  # message lost? re-rung
+    [row] = deliveries(id=created[0])
+    now = row.next_attempt_at  # a fixed clock, from the fan-out's own
+    assert now is not None
+    step = dt.timedelta(seconds=1.5)
+    tick = dt.timedelta(microseconds=1)
+
+    def sweep(at: dt.datetime) -> list[int]:
+        with unit_of_work() as session:
+            return delivery.sweep_due(session, rering_seconds=current.webhook_rering_seconds,
+                                      limit=current.webhook_sweep_batch, now=at)
+
+    assert sweep(now) == []  # just rung by fan-out
+    assert [r.status for r in deliver_at(now, created, current)] == ["pending"]  # fails; the retry is due in 1.5 s
+    assert deliver_at(now + step - tick, created, current) == []  # an early duplicate message does nothing
+    assert sweep(now + step - tick) == []  # not due yet
+    assert sweep(now + step) == created
+    assert sweep(now + 2 * step - tick) == []  # rung: not again before the re-ring interval
+    assert sweep(now + 2 * step) == created  # message lost? re-rung
+    assert len(sink.at("/hook")) == 1
 
 
 def test_body_is_stable_across_attempts(settings: Settings, world: World, sink: Sink) -> None:
