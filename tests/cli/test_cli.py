@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from cli import main
 from domain.access.models import ApiKey, BlockRule
 from domain.catalog.models import LicenseKey, Product
 from domain.platform.database import reset_engines, unit_of_work
@@ -23,30 +19,9 @@ from domain.signing.keys import GLOBAL_SCOPE, product_scope
 from domain.signing.models import SigningKey
 from domain.signing.verification import verify_envelope
 from tests.backends import fresh_postgres_database
+from tests.cli.invoke import fails, ok_json, run
 
 ENDPOINT = "/api/v1/create-license-key-meta"
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def ok_json(*args: str) -> Any:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    assert result.stderr == ""
-    return json.loads(result.stdout)
-
-
-def fails(*args: str, match: str) -> str:
-    """Non-zero exit, nothing on stdout, exactly one line ``error: ...`` on stderr."""
-    result = run(*args)
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
 
 
 def count(model: type) -> int:

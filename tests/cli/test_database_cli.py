@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from cli import main
 from domain.events.audit import record_events
 from domain.events.models import AuditRecord, OutboxEvent
 from domain.license_meta.models import LicenseKeyMeta
@@ -26,30 +22,9 @@ from domain.signing.models import SigningKey
 from domain.webhooks.endpoints import signing_secrets
 from domain.webhooks.models import WebhookEndpoint
 from tests.backends import fresh_postgres_database
+from tests.cli.invoke import fails, ok_json
 from tests.conftest import configure, make_world
 from tests.webhook_support import WEBHOOK_ENV, meta_events, register
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def ok_json(*args: str) -> Any:
-    result = run(*args, "--json")
-    assert result.exit_code == 0, result.output
-    assert result.stderr == ""
-    return json.loads(result.stdout)
-
-
-def fails(*args: str, match: str) -> str:
-    """Non-zero exit, nothing on stdout, exactly one line ``error: ...`` on stderr."""
-    result = run(*args)
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert re.search(match, lines[0]), lines[0]
-    return lines[0]
 
 
 def use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
