@@ -8,6 +8,7 @@ from alembic.migration import MigrationContext
 import domain.access.models
 import domain.catalog.models
 import domain.events.models
+import domain.idempotency.models
 import domain.license_meta.models
 import domain.signing.models
 import domain.webhooks.models  # noqa: F401 - every concern's tables on Base.metadata
