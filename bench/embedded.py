@@ -1,7 +1,7 @@
 """The embedded backend's PostgreSQL server belongs to one run: started under its own var dir, stopped when it ends.
 
 With ``KEYMETA_DATABASE_URL`` unset, keymeta starts the server under ``$KEYMETA_VAR_DIR/postgres`` on demand
-(``domain.platform.embedded_postgres``), in whichever process needs it first. :func:`embedded_postgres` starts
+(``domain.platform.embedded_postgres``), in whichever process needs it first. :func:`embedded_server` starts
 and migrates it, and stops it on every way out of its block: an error, Ctrl-C, and SIGTERM once
 :func:`exit_on_sigterm` is installed. :func:`leftover_var_dirs` finds the servers of a part that was killed
 before it could stop its own.
@@ -16,12 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
-from domain.platform import embedded_postgres as server
+from domain.platform import embedded_postgres
 from domain.platform.database import make_sync_engine
 from domain.platform.migrate import upgrade_to_head
 from domain.platform.settings import Settings
 
-SERVER_DIR = "postgres"  # under KEYMETA_VAR_DIR
 INTERRUPTED = 130  # the exit status of a part stopped by Ctrl-C, after it stopped what it started
 INTERRUPTED_MESSAGE = "interrupted; every process this run started has been stopped"
 
@@ -33,7 +32,7 @@ def say(message: str) -> None:
 def start(var_dir: Path) -> None:
     """Start the server of ``var_dir`` (if it is not running) and migrate its schema to head."""
     var_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_sync_engine(Settings(database_url="", var_dir=var_dir))  # no URL: the embedded server
+    engine = make_sync_engine(Settings(_env_file=None, database_url="", var_dir=var_dir))  # the embedded server
     try:
         upgrade_to_head(engine)
     finally:
@@ -44,9 +43,9 @@ def stop(var_dir: Path) -> bool:
     """Stop the server of ``var_dir``; a failure is reported, never raised (this runs while unwinding)."""
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
     try:
-        server.stop(var_dir)
+        embedded_postgres.stop(var_dir)
         return True
-    except (server.EmbeddedPostgresError, OSError) as exc:
+    except (embedded_postgres.EmbeddedPostgresError, OSError) as exc:
         say(f"could not stop the embedded PostgreSQL server under {var_dir}: {exc}")
         return False
     finally:
@@ -54,7 +53,7 @@ def stop(var_dir: Path) -> bool:
 
 
 @contextmanager
-def embedded_postgres(var_dir: Path) -> Iterator[None]:
+def embedded_server(var_dir: Path) -> Iterator[None]:
     """A started, migrated server under ``var_dir`` for the block; stopped afterwards, however the block ends."""
     try:
         start(var_dir)
@@ -78,7 +77,7 @@ def leftover_var_dirs(root: Path) -> list[Path]:
         for parent in pid_file.parents:
             if parent == root:
                 break
-            if parent.name == SERVER_DIR:
+            if embedded_postgres.Paths.of(parent.parent).data_dir == parent:
                 found.add(parent.parent)
                 break
     return sorted(found)

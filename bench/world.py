@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from bench.embedded import embedded_postgres
+from bench.embedded import embedded_server
 from domain import catalog
 from domain.access import api_keys
 from domain.license_meta.models import LicenseKeyMeta
@@ -107,7 +107,7 @@ def scratch_postgres_database(admin_url: str) -> Iterator[str]:
 def database_url(backend: str, postgres_admin_url: str, var_dir: Path) -> Iterator[str]:
     """The ``KEYMETA_DATABASE_URL`` of a fresh, migrated database: empty for the embedded server of ``var_dir``."""
     if backend == "embedded":
-        with embedded_postgres(var_dir):
+        with embedded_server(var_dir):
             yield ""
     elif backend == "postgres":
         with scratch_postgres_database(postgres_admin_url) as url:

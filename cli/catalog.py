@@ -10,6 +10,7 @@ from cli import main
 from cli.setup import master_key_or_fail
 from cli.support import CliError, json_option, parse_time
 from domain import catalog
+from domain.catalog.models import LicenseStatus
 from domain.platform.database import unit_of_work
 from domain.platform.settings import get_settings
 
@@ -44,8 +45,8 @@ def license_keys() -> None:
 @license_keys.command("create")
 @click.option("--product", "product_id", type=int, required=True)
 @click.option("--key", default=None, help="Default: a generated XXXX-XXXX-XXXX-XXXX key.")
-@click.option("--status", default="available", show_default=True,
-              type=click.Choice(["available", "assigned", "reserved", "blocked"]))
+@click.option("--status", default=LicenseStatus.AVAILABLE.value, show_default=True,
+              type=click.Choice([status.value for status in LicenseStatus]))
 @click.option("--validity-days", type=int, default=0, show_default=True, help="0 = never expires.")
 @click.option("--assigned-at", default=None, help="ISO 8601 or Unix seconds; default now when assigned.")
 @json_option

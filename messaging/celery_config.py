@@ -35,7 +35,7 @@ def broker_transport_options(settings: Settings) -> dict[str, Any]:
         staging.mkdir(parents=True, exist_ok=True)
         return {"data_folder_in": str(folder), "data_folder_out": str(folder), "processed_folder": str(processed),
                 "store_processed": False, "control_folder": str(control), "staging_folder": str(staging),
-                # A server-less transport can only poll; 1 s (kombu's default) caps a worker at ~1 msg/s.
+                # A server-less transport can only poll: the interval bounds how long a message waits.
                 "polling_interval": 0.05}
     if url.startswith(("redis://", "rediss://")):
         # Unacked messages come back after this long; keep it above the longest task.

@@ -167,12 +167,12 @@ class _FakeServer:
         self.calls: list[str] = []
         self.start_fails = start_fails
         monkeypatch.setattr(embedded, "start", self.start)
-        monkeypatch.setattr(embedded.server, "stop", self.stop)
+        monkeypatch.setattr(embedded.embedded_postgres, "stop", self.stop)
 
     def start(self, var_dir: Path) -> None:
         self.calls.append("start")
         if self.start_fails:
-            raise embedded.server.EmbeddedPostgresError("boom")
+            raise embedded.embedded_postgres.EmbeddedPostgresError("boom")
 
     def stop(self, var_dir: Path) -> bool:
         self.calls.append("stop")
@@ -181,7 +181,7 @@ class _FakeServer:
 
 def test_embedded_server_is_stopped_when_the_run_is_interrupted(tmp_path, monkeypatch) -> None:
     fake = _FakeServer(monkeypatch)
-    with pytest.raises(KeyboardInterrupt), embedded.embedded_postgres(tmp_path / "var"):
+    with pytest.raises(KeyboardInterrupt), embedded.embedded_server(tmp_path / "var"):
         assert fake.calls == ["start"]
         raise KeyboardInterrupt
     assert fake.calls == ["start", "stop"]
@@ -189,16 +189,16 @@ def test_embedded_server_is_stopped_when_the_run_is_interrupted(tmp_path, monkey
 
 def test_embedded_server_is_stopped_when_it_cannot_be_started(tmp_path, monkeypatch) -> None:
     fake = _FakeServer(monkeypatch, start_fails=True)
-    with pytest.raises(RuntimeError, match="boom"), embedded.embedded_postgres(tmp_path / "var"):
+    with pytest.raises(RuntimeError, match="boom"), embedded.embedded_server(tmp_path / "var"):
         pytest.fail("the block must not run")
     assert fake.calls == ["start", "stop"]
 
 
 def test_a_failed_stop_is_reported_not_raised(tmp_path, monkeypatch, capsys) -> None:
     def failing_stop(var_dir: Path) -> bool:
-        raise embedded.server.EmbeddedPostgresError("did not stop")
+        raise embedded.embedded_postgres.EmbeddedPostgresError("did not stop")
 
-    monkeypatch.setattr(embedded.server, "stop", failing_stop)
+    monkeypatch.setattr(embedded.embedded_postgres, "stop", failing_stop)
     assert embedded.stop(tmp_path / "var") is False
     assert "did not stop" in capsys.readouterr().err
 
@@ -218,9 +218,9 @@ def test_sigterm_unwinds_like_ctrl_c() -> None:
 
 def test_leftover_embedded_servers_are_found_by_their_var_dir(tmp_path) -> None:
     left = tmp_path / "keymeta-bench-a" / "var"
-    (left / embedded.SERVER_DIR / "data").mkdir(parents=True)
-    (left / embedded.SERVER_DIR / "data" / "postmaster.pid").write_text("1\n")
-    (tmp_path / "keymeta-bench-b" / "var" / embedded.SERVER_DIR).mkdir(parents=True)  # stopped: no pid file
+    (left / "postgres").mkdir(parents=True)
+    (left / "postgres" / "postmaster.pid").write_text("1\n")
+    (tmp_path / "keymeta-bench-b" / "var" / "postgres").mkdir(parents=True)  # stopped: no pid file
     assert embedded.leftover_var_dirs(tmp_path) == [left]
 
 
