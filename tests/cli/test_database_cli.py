@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
+from cli import database
 from domain.events.audit import record_events
 from domain.events.models import AuditRecord, OutboxEvent
 from domain.license_meta.models import LicenseKeyMeta
+from domain.platform import embedded_postgres
 from domain.platform.database import reset_engines, unit_of_work
 from domain.platform.settings import Settings, get_settings
 from domain.signing.keys import product_scope, signer_from_row
@@ -34,9 +38,16 @@ def use_database(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
 
 
 def snapshot() -> dict[str, list[tuple[Any, ...]]]:
-    """Every row a backup must carry, as plain tuples."""
+    """Every row a backup must carry, and the schema's tables, indexes and grants, as plain tuples."""
     with unit_of_work() as session:
         return {
+            "tables": [tuple(r) for r in session.execute(text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"))],
+            "indexes": [tuple(r) for r in session.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1"))],
+            "schema": [tuple(r) for r in session.execute(text(
+                "SELECT nspowner::regrole::text, nspacl::text, obj_description(oid, 'pg_namespace') "
+                "FROM pg_namespace WHERE nspname = 'public'"))],
             "meta": [(m.id, m.license_key_id, m.key, m.value, m.identifier) for m in
                      session.scalars(select(LicenseKeyMeta).order_by(LicenseKeyMeta.id))],
             "outbox": [(e.id, e.type, e.subject_id, e.audited_at) for e in
@@ -97,6 +108,101 @@ def test_backup_then_restore_into_an_empty_database_gives_back_every_row_and_sec
         assert ok_json("db", "restore", str(backup))["restored"] is True
         assert snapshot() == before
         reset_engines()
+
+
+def backed_up_world(tmp_path: Path) -> tuple[Path, dict[str, list[tuple[Any, ...]]]]:
+    world = make_world(own_key=True)
+    register("http://127.0.0.1:9/hook")
+    with unit_of_work() as session:
+        record_events(session, meta_events(world, count=3))
+    backup = tmp_path / "keymeta.dump"
+    ok_json("db", "backup", str(backup))
+    return backup, snapshot()
+
+
+def cut_short(backup: Path, truncated: Path, between_statements: bool) -> None:
+    """``backup`` less a few hundred bytes: cut inside a row of data, or where pg_restore's SQL ends with whole
+    statements (psql, reaching the end of its input, would find nothing wrong)."""
+    data = backup.read_bytes()
+    for cut in range(300, 3000):
+        truncated.write_bytes(data[:-cut])
+        sql = subprocess.run([str(embedded_postgres.binary("pg_restore")), "--file", "-", str(truncated)],
+                             capture_output=True, check=False)
+        assert sql.returncode != 0
+        whole = sql.stdout.endswith(b"\n") and sql.stdout.count(b" FROM stdin;\n") == sql.stdout.count(b"\n\\.\n")
+        if whole == between_statements:
+            break
+    else:
+        raise AssertionError("no such cut")
+    listing = subprocess.run([str(embedded_postgres.binary("pg_restore")), "--list", str(truncated)],
+                             capture_output=True, check=False)
+    assert listing.returncode == 0  # its table of contents is whole: only the data is cut short
+
+
+@pytest.mark.parametrize("between_statements", [True, False], ids=["between statements", "inside a row"])
+def test_a_truncated_backup_fails_in_one_line_and_leaves_the_database_as_it_was(
+        source: Settings, tmp_path: Path, between_statements: bool) -> None:
+    backup, before = backed_up_world(tmp_path)
+    truncated = tmp_path / "truncated.dump"
+    cut_short(backup, truncated, between_statements)
+    fails("db", "restore", str(truncated), match="restore failed, the database is unchanged: .")
+    assert snapshot() == before
+    assert ok_json("audit", "verify") == {"verified": 3, "status": "ok"}
+
+
+def test_restore_drops_what_the_backup_does_not_hold(source: Settings, tmp_path: Path) -> None:
+    backup, before = backed_up_world(tmp_path)
+    with unit_of_work() as session:
+        session.execute(text("CREATE TABLE added_after_the_backup (id int PRIMARY KEY)"))
+        session.execute(text("CREATE INDEX added_index ON license_key_meta (value)"))
+        session.execute(text("CREATE SEQUENCE added_sequence"))
+    assert snapshot() != before
+    assert ok_json("db", "restore", str(backup)) == {"file": str(backup), "restored": True}
+    assert snapshot() == before
+    with unit_of_work() as session:
+        assert session.scalar(text("SELECT to_regclass('public.added_sequence')")) is None
+    assert ok_json("audit", "verify") == {"verified": 3, "status": "ok"}
+    assert ok_json("db", "upgrade")["revision"]
+
+
+def test_restore_gives_the_public_schema_the_grants_of_a_new_database(source: Settings, tmp_path: Path) -> None:
+    backup, _ = backed_up_world(tmp_path)
+    with fresh_postgres_database() as empty, psycopg.connect(empty) as conn:
+        fresh = conn.execute("SELECT nspowner::regrole::text, nspacl::text, obj_description(oid, 'pg_namespace') "
+                             "FROM pg_namespace WHERE nspname = 'public'").fetchall()
+    ok_json("db", "restore", str(backup))
+    assert snapshot()["schema"] == fresh
+
+
+def test_the_version_check_of_a_restore_uses_the_urls_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEYMETA_DATABASE_URL", "postgresql://keymeta:s3cret@db.example:5433/keymeta")
+    get_settings.cache_clear()
+    seen: dict[str, Any] = {}
+
+    class Connection:
+        class info:
+            server_version = 170004
+
+        def __enter__(self) -> Connection:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    def connect(conninfo: str, **kwargs: Any) -> Connection:
+        seen.update(psycopg.conninfo.conninfo_to_dict(conninfo, **kwargs))
+        if seen.get("password") != "s3cret":
+            raise psycopg.OperationalError("password authentication failed for user \"keymeta\"")
+        return Connection()
+
+    monkeypatch.setattr(psycopg, "connect", connect)
+    try:
+        conninfo, env = database._libpq_target()
+        assert "s3cret" not in conninfo and env["PGPASSWORD"] == "s3cret"  # never on a command line
+        assert database._server_version(conninfo, env) == 170004
+        assert (seen["host"], seen["port"], seen["user"]) == ("db.example", "5433", "keymeta")
+    finally:
+        get_settings.cache_clear()
 
 
 def test_restore_refuses_a_file_that_is_not_a_backup(settings: Settings, tmp_path: Path) -> None:

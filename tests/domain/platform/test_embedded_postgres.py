@@ -4,11 +4,18 @@ cleanly, never as root, and every failure one line that names the cause and the 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
+import pwd
+import stat
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -17,8 +24,9 @@ from sqlalchemy import text
 
 from domain.platform import embedded_postgres
 from domain.platform.database import make_async_engine, make_sync_engine
-from domain.platform.embedded_postgres import EmbeddedPostgresError, ensure_running, running_pid, stop
+from domain.platform.embedded_postgres import EmbeddedPostgresError, cause_line, ensure_running, running_pid, stop
 from domain.platform.settings import Settings
+from tests import backends
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -100,7 +108,7 @@ def test_processes_starting_at_once_get_one_server(var_dir: Path) -> None:
                                  stderr=subprocess.PIPE, text=True) for _ in range(4)]
     results = [starter.communicate(timeout=120) for starter in starters]
     assert all(starter.returncode == 0 for starter in starters), [err for _, err in results]
-    assert len({out for out, _ in results}) == 1, results
+    assert len({out.splitlines()[-1] for out, _ in results}) == 1, results  # stdout may hold log lines first
     data_dir = embedded_postgres.Paths.of(var_dir).data_dir
     assert len([p for p in postmasters(data_dir) if p.ppid() not in {q.pid for q in postmasters(data_dir)}]) == 1
 
@@ -210,6 +218,183 @@ def test_a_server_that_cannot_start_fails_in_one_line_with_the_log(var_dir: Path
     finally:
         conf.write_text(original)
     ensure_running(var_dir)  # the data is intact once the cause is fixed
+
+
+def test_only_the_servers_account_and_root_can_reach_its_socket(var_dir: Path) -> None:
+    url = ensure_running(var_dir)
+    paths = embedded_postgres.Paths.of(var_dir)
+    socket_dir = paths.socket_dir()
+    server_uid = paths.data_dir.stat().st_uid
+    directory, socket = socket_dir.lstat(), (socket_dir / embedded_postgres.SOCKET_NAME).lstat()
+    assert (stat.S_IMODE(directory.st_mode), directory.st_uid) == (0o700, server_uid)
+    assert stat.S_ISSOCK(socket.st_mode) and stat.S_IMODE(socket.st_mode) == 0o700
+    engine = make_sync_engine(embedded_settings(var_dir))  # the caller (root or the server's owner) connects
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+    assert url.endswith(f"?host={socket_dir}")
+    if os.geteuid() != 0:
+        return
+    nobody = pwd.getpwnam("nobody")
+    attempt = subprocess.run(
+        [str(embedded_postgres.binary("psql")), "--no-psqlrc", "-h", str(socket_dir), "-p", str(embedded_postgres.PORT),
+         "-U", embedded_postgres.SUPERUSER, "-d", embedded_postgres.DATABASE, "-Atc", "SELECT 1"],
+        user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[], cwd="/", env={"LC_ALL": "C", "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, timeout=30, check=False)
+    assert attempt.returncode != 0 and "Permission denied" in attempt.stderr, (attempt.stdout, attempt.stderr)
+
+
+def test_a_dropped_database_is_created_again_by_the_next_caller(var_dir: Path) -> None:
+    import psycopg
+
+    ensure_running(var_dir)
+    socket_dir = embedded_postgres.Paths.of(var_dir).socket_dir()
+    connect = {"host": str(socket_dir), "port": embedded_postgres.PORT, "user": embedded_postgres.SUPERUSER,
+               "dbname": "postgres", "autocommit": True}
+    with psycopg.connect(**connect) as conn:
+        conn.execute(f'DROP DATABASE "{embedded_postgres.DATABASE}" WITH (FORCE)')
+    pid = running_pid(var_dir)
+    ensure_running(var_dir)
+    assert running_pid(var_dir) == pid  # the running server, not a restart
+    with psycopg.connect(**connect) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname = %s",
+                            (embedded_postgres.DATABASE,)).fetchone() == (1,)
+
+
+def test_stop_waits_for_a_start_in_progress(var_dir: Path) -> None:
+    paths = embedded_postgres.Paths.of(var_dir)
+    var_dir.mkdir(parents=True)
+    paths.init_dir.mkdir()  # initdb at work: no data dir yet
+    holder = os.open(paths.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # the starter holds the lock
+    results: list[bool] = []
+    stopper = threading.Thread(target=lambda: results.append(stop(var_dir)))
+    try:
+        stopper.start()
+        time.sleep(0.5)
+        assert stopper.is_alive() and results == []
+    finally:
+        os.close(holder)
+        stopper.join(timeout=30)
+    assert results == [False]
+
+
+def test_a_socket_held_by_another_postgresql_server_fails_in_one_line(
+        var_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = embedded_postgres.Paths.of(var_dir).run_dir
+    monkeypatch.setattr(embedded_postgres.Paths, "socket_dir", lambda self: shared)
+    other_var = tmp_path / "other-var"
+    try:
+        ensure_running(other_var)
+        other_pid = running_pid(other_var)
+        with pytest.raises(EmbeddedPostgresError) as exc:
+            ensure_running(var_dir)
+        message = one_line(exc)
+        assert f"in use by another PostgreSQL server (pid {other_pid})" in message and "log:" in message
+        assert running_pid(var_dir) is None and running_pid(other_var) == other_pid
+    finally:
+        stop(other_var)
+    assert postmasters(embedded_postgres.Paths.of(other_var).data_dir) == []
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append((event, fields))
+
+
+def test_loosened_permissions_outside_the_var_dir_are_named_in_one_warning(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(embedded_postgres, "log", recorder)
+    install = tmp_path / "site-packages" / "pginstall"
+    (install / "bin").mkdir(parents=True)
+    (install / "lib").mkdir()
+    (install / "bin" / "postgres").write_text("")
+    (install / "bin" / "postgres").chmod(0o700)
+    (install / "lib").chmod(0o700)
+    (tmp_path / "private").mkdir(mode=0o700)
+    var = tmp_path / "private" / "var"
+    var.mkdir(mode=0o755)
+    account = embedded_postgres.Account("keymeta-postgres", 1, 1)
+
+    embedded_postgres._grant_service_access(account, install, var)
+    assert len(recorder.lines) == 1
+    event, fields = recorder.lines[0]
+    assert event == "embedded_postgres.permissions_loosened" and fields["account"] == "keymeta-postgres"
+    assert {str(tmp_path / "private"), str(install / "bin"), str(install / "lib")} <= set(fields["directories"])
+    assert str(var) not in fields["directories"]  # its mode already allowed it
+    assert stat.S_IMODE((install / "bin" / "postgres").stat().st_mode) == 0o705
+
+    embedded_postgres._grant_service_access(account, install, var)
+    assert len(recorder.lines) == 1  # nothing changed: nothing to say
+
+
+def nologin(shell: str) -> bool:
+    return shell.endswith("/nologin") or shell == "/bin/false"
+
+
+def uid_min() -> int:
+    try:
+        lines = Path("/etc/login.defs").read_text().splitlines()
+    except OSError:
+        return 1000
+    values = [line.split()[1] for line in lines if line.split()[:1] == ["UID_MIN"] and len(line.split()) > 1]
+    return int(values[0]) if values else 1000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a system user needs root")
+@pytest.mark.parametrize("name", [f"kmpg-test-{uuid.uuid4().hex[:8]}"])
+def test_the_service_account_is_created_as_a_system_user_without_login(name: str) -> None:
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+    try:
+        account = embedded_postgres._service_account(name)
+        entry = pwd.getpwnam(name)
+        assert (account.uid, account.gid) == (entry.pw_uid, entry.pw_gid)
+        assert 0 < entry.pw_uid < uid_min(), entry
+        assert nologin(entry.pw_shell), entry
+        assert not Path(entry.pw_dir).exists()
+        assert embedded_postgres._service_account(name) == account  # an existing account is used as it is
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
+
+
+@pytest.mark.parametrize(("output", "cause"), [
+    ('psql:<stdin>:12: ERROR:  relation "x" does not exist\nLINE 1: SELECT * FROM x',
+     'ERROR:  relation "x" does not exist'),
+    ("pg_restore: error: could not read from input file: end of file\n", "could not read from input file: end of file"),
+    ('relation "x" does not exist\nLINE 1: SELECT 1\n', 'relation "x" does not exist'),
+    ("The files belonging to this database system\ninitdb: error: could not create directory \"/x\": No space left",
+     'could not create directory "/x": No space left'),
+    ("", ""),
+])
+def test_the_cause_of_a_failure_is_its_first_error_line(output: str, cause: str) -> None:
+    assert cause_line(output) == cause
+
+
+def test_admin_url_holds_no_lock_when_the_server_does_not_start(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(var_dir: Path) -> str:
+        raise EmbeddedPostgresError("cannot start")
+
+    monkeypatch.setattr(backends, "POSTGRES_URL", "")
+    monkeypatch.setattr(backends, "TEST_VAR_DIR", tmp_path)
+    monkeypatch.setattr(backends, "_USERS_LOCK", tmp_path / "sessions.lock")
+    monkeypatch.setattr(backends, "_users_fd", None)
+    monkeypatch.setattr(embedded_postgres, "ensure_running", refuse)
+    with pytest.raises(EmbeddedPostgresError):
+        backends.admin_url.__wrapped__()
+    assert backends._users_fd is None
+    fd = os.open(tmp_path / "sessions.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a stopping session is not kept waiting
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("url", ["sqlite:///var/keymeta.db", "mysql://root@localhost/keymeta", "keymeta.db"])
