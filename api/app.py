@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from sqlalchemy.exc import OperationalError
 
-from api import create_meta, health, metrics, openapi, public_keys, webhook_endpoints
+from api import event_types, health, license_meta, metrics, openapi, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
 from api.errors import database_unavailable
 from api.rate_limit import RequestRateLimiter
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
 from domain.access.checks import parse_network
-from domain.license_meta.service import CreateMetaService
+from domain.license_meta.service import MetaService
 from domain.platform.database import make_async_engine
 from domain.platform.logs import configure_logging, get_logger
 from domain.platform.settings import Settings, get_settings
@@ -43,8 +43,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.engine = engine
         app.state.trusted_proxies = tuple(parse_network(c) for c in settings.trusted_proxies)
         # Half the pool for shared write statements, the rest for lookups and refusals meanwhile.
-        app.state.create_meta = CreateMetaService(engine, settings.cache_ttl_seconds,
-                                                  max_write_batches=max(1, settings.api_db_pool_size // 2))
+        app.state.license_meta = MetaService(engine, settings.cache_ttl_seconds,
+                                             max_keys_per_license=settings.meta_max_keys_per_license,
+                                             max_write_batches=max(1, settings.api_db_pool_size // 2))
         app.state.signer = EnvelopeSigner(store, engine.connect)
         app.state.doorbell = make_doorbell(settings)
         app.state.rate_limiter = RequestRateLimiter(settings)
@@ -58,11 +59,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
 
     app = FastAPI(title="keymeta", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(create_meta.CreateMetaEndpoint)  # innermost: the two below wrap it too
+    app.add_middleware(license_meta.LicenseMetaEndpoint)  # innermost: the two below wrap it too
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(metrics.MetricsMiddleware)
     app.include_router(webhook_endpoints.router)
     app.include_router(public_keys.router)
+    app.include_router(event_types.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
     openapi.install(app)

@@ -1,9 +1,10 @@
 """The published OpenAPI document (``/openapi.json``), made to tell the truth.
 
 FastAPI derives a schema from signatures; three things it cannot see are declared here:
-- ``/api/v1/create-license-key-meta`` is a bare ASGI endpoint (``api.create_meta``), not a FastAPI route: its
-  request encodings, api-key locations and signed responses come from :func:`create_meta_operation`, and its
-  signed 405 for other methods from operations of their own;
+- the metadata family (``/api/v1/<name>-license-key-meta``) is a bare ASGI endpoint (``api.license_meta``), not
+  FastAPI routes: their request encodings, api-key locations and signed responses come from
+  :func:`meta_operation`, and their signed 405 for other methods from operations of their own (the ``/v1/<name>``
+  aliases answer the same and are not listed twice);
 - the admin API (webhook endpoints) authenticates in a dependency that reads headers itself: its security
   requirement and its 401/403/404/409 answers are added by :func:`install`;
 - the public-key documents are built by hand: their response schemas, ETag/304 and Cache-Control too.
@@ -17,10 +18,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from domain.license_meta.codes import Code, ExtensionCode
+from domain.license_meta.codes import Code, ExtensionCode, Operation
 from domain.webhooks.models import DELIVERY_STATUSES
 
 CREATE_META_PATH = "/api/v1/create-license-key-meta"
+META_PATH = "/api/v1/{}"
+_SUMMARIES = {Operation.CREATE: ("Create License Key Meta", "453 = created, with `meta_id`"),
+              Operation.UPDATE: ("Update License Key Meta", "353 = updated, with `meta_id`"),
+              Operation.DELETE: ("Delete License Key Meta", "252 = deleted"),
+              Operation.GET: ("Get License Key Meta", "4540 = found, with `meta`")}
 WEBHOOKS_PREFIX = "/api/v1/webhook-endpoints"
 BEARER = "ApiKeyBearer"
 HEADER = "ApiKeyHeader"
@@ -78,28 +84,36 @@ def _signed(description: str, codes: list[int], extra_headers: dict[str, Any] | 
 
 def create_meta_operation() -> dict[str, Any]:
     """``POST /api/v1/create-license-key-meta`` (docs/api.md)."""
+    return meta_operation(Operation.CREATE)
+
+
+def meta_operation(operation: Operation) -> dict[str, Any]:
+    """``POST /api/v1/<operation>`` (docs/api.md), also served at ``/v1/<operation>``."""
+    summary, success = _SUMMARIES[operation]
+    name = summary.replace(" ", "")
     return {
-        "summary": "Create License Key Meta",
-        "operationId": "create_license_key_meta",
-        "description": "Wire-compatible with the GetKeyManager v1 API. Every response, errors included, is the "
-                       "signed envelope: verify `signature` (RSA PKCS#1 v1.5, SHA-256) over the ASCII bytes "
-                       "of `response_base64` with a key from `/api/v1/public-keys`.",
+        "summary": summary,
+        "operationId": operation.value.replace("-", "_"),
+        "description": "Wire-compatible with the GetKeyManager v1 API (get is keymeta's signed read), also at "
+                       f"`/v1/{operation.value}`. Every response, errors included, is the signed envelope: verify "
+                       "`signature` (RSA PKCS#1 v1.5, SHA-256) over the ASCII bytes of `response_base64` with a "
+                       "key from `/api/v1/public-keys`.",
         "requestBody": {"required": False, "content": {
-            "application/x-www-form-urlencoded": {"schema": _params_schema("CreateMetaForm")},
-            "multipart/form-data": {"schema": _params_schema("CreateMetaMultipart")},
-            "application/json": {"schema": _params_schema("CreateMetaJson")},
+            "application/x-www-form-urlencoded": {"schema": _params_schema(f"{name}Form")},
+            "multipart/form-data": {"schema": _params_schema(f"{name}Multipart")},
+            "application/json": {"schema": _params_schema(f"{name}Json")},
         }},
         # The key may also be the `api_key` body field, which OpenAPI security cannot express.
         "security": [{BEARER: []}, {HEADER: []}, {}],
-        "responses": signed_responses(),
+        "responses": signed_responses(success),
     }
 
 
-def signed_responses() -> dict[str, Any]:
+def signed_responses(success: str = "453 = created, with `meta_id`") -> dict[str, Any]:
     retry_after = {"Retry-After": {"description": "seconds until the limit allows a request again",
                                    "schema": {"type": "integer", "minimum": 1}}}
     return {
-        "200": _signed("Outcome of the documented checks (453 = created, with `meta_id`); a field over its limit "
+        "200": _signed(f"Outcome of the documented checks ({success}); a field over its limit "
                        "is 901 with `errors`.", _codes_for(200)),
         "400": _signed("The body cannot be parsed in its declared content type (901, `errors.body`).", [901]),
         "401": _signed("Unknown, inactive or under-privileged API key, or not from an allowed address.",
@@ -131,11 +145,18 @@ _SCHEMAS: dict[str, Any] = {
             "response": {
                 "type": "object",
                 "required": ["code", "message", "timestamp"],
-                "description": "Keys in this order: code, message, extras (meta_id, errors), timestamp.",
+                "description": "Keys in this order: code, message, extras (meta_id, meta, errors), timestamp.",
                 "properties": {
                     "code": {"type": "integer"},
                     "message": {"type": "string"},
                     "meta_id": {"type": "integer"},
+                    "meta": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["meta_id", "key", "value", "version", "created_at", "updated_at"],
+                        "properties": {"meta_id": {"type": "integer"}, "key": {"type": "string"},
+                                       "value": {"type": "string"}, "version": {"type": "integer"},
+                                       "created_at": {"type": "string"},
+                                       "updated_at": {"type": ["string", "null"]}}}},
                     "errors": {"type": "object",
                                "additionalProperties": {"type": "array", "items": {"type": "string"}}},
                     "timestamp": {"type": "integer", "description": "Unix seconds"},
@@ -217,16 +238,18 @@ def _document(app: FastAPI) -> dict[str, Any]:
         HEADER: {"type": "apiKey", "in": "header", "name": "X-API-Key"},
     }
     paths = schema["paths"]
-    post = create_meta_operation()
-    paths[CREATE_META_PATH] = {"post": post}
-    for method in ("get", "put", "patch", "delete"):
-        paths[CREATE_META_PATH][method] = {
-            "summary": f"{method.upper()} is not allowed (signed 405)",
-            "operationId": f"create_license_key_meta_{method}_not_allowed",
-            "description": "Signed and audited like every answer of this endpoint.",
-            "responses": {"405": post["responses"]["405"], "429": post["responses"]["429"],
-                          "503": post["responses"]["503"]},
-        }
+    for operation in Operation:
+        post = meta_operation(operation)
+        item: dict[str, Any] = {"post": post}
+        for method in ("get", "put", "patch", "delete"):
+            item[method] = {
+                "summary": f"{method.upper()} is not allowed (signed 405)",
+                "operationId": f"{post['operationId']}_{method}_not_allowed",
+                "description": "Signed and audited like every answer of this endpoint.",
+                "responses": {"405": post["responses"]["405"], "429": post["responses"]["429"],
+                              "503": post["responses"]["503"]},
+            }
+        paths[META_PATH.format(operation.value)] = item
     for path, item in paths.items():
         if path.startswith(WEBHOOKS_PREFIX):
             for operation in item.values():

@@ -1,4 +1,4 @@
-"""Request parameters of create-license-key-meta from any accepted encoding (docs/api.md, "Request")."""
+"""Request parameters of the metadata family from any accepted encoding (docs/api.md, "Request")."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class BodyRejected(Exception):
 
 
 @dataclass
-class CreateMetaParams:
+class MetaParams:
     values: dict[str, str | None]
     errors: dict[str, list[str]] = field(default_factory=dict)
 
@@ -171,7 +171,8 @@ class _NotText:
     reason: str
 
 
-def _merge(query: list[tuple[str, str]], body: list[tuple[str, object]]) -> dict[str, object]:
+def _merge(query: list[tuple[str, str]], body: list[tuple[str, object]],
+           fields: tuple[str, ...] = FIELDS) -> dict[str, object]:
     """Body wins over query; a canonical name wins over its alias; the last of duplicated
     parameters wins, as PHP's ``$_REQUEST`` does."""
     merged: dict[str, object] = {}
@@ -179,9 +180,9 @@ def _merge(query: list[tuple[str, str]], body: list[tuple[str, object]]) -> dict
         direct: dict[str, object] = {}
         aliased: dict[str, object] = {}
         for name, value in source:
-            if name in FIELDS:
+            if name in fields:
                 direct[name] = value
-            elif name in ALIASES:
+            elif ALIASES.get(name) in fields:
                 aliased[ALIASES[name]] = value
         merged.update({**aliased, **direct})
     return merged
@@ -223,18 +224,24 @@ def _header_api_key(request: Request) -> str | None:
     return request.headers.get("x-api-key") or None
 
 
-async def parse_create_meta(request: Request, body: bytes) -> CreateMetaParams:
-    """Raises ``BodyRejected`` for an unparseable body; field problems land in ``errors``."""
+async def parse_create_meta(request: Request, body: bytes) -> MetaParams:
+    """The parameters of create-license-key-meta (see :func:`parse_params`)."""
+    return await parse_params(request, body, FIELDS)
+
+
+async def parse_params(request: Request, body: bytes, fields: tuple[str, ...]) -> MetaParams:
+    """Only ``fields`` are read (others, aliases of others included, are ignored). Raises ``BodyRejected`` for
+    an unparseable body; field problems land in ``errors``."""
     body_params = await _body_params(request, body)
     try:
         query = parse_qsl(request.scope.get("query_string", b"").decode("utf-8"), keep_blank_values=True,
                           errors="strict", max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BodyRejected(400, "query string is not valid UTF-8 form data") from exc
-    merged = _merge(query, body_params)
+    merged = _merge(query, body_params, fields)
     body_key = merged.get("api_key")
     if not (isinstance(body_key, str) and body_key.strip()) and (header_key := _header_api_key(request)):
         merged["api_key"] = header_key
     errors: dict[str, list[str]] = {}
-    values = {name: _check(name, merged.get(name), errors) for name in FIELDS}
-    return CreateMetaParams(values=values, errors=errors)
+    values = {name: _check(name, merged.get(name), errors) for name in fields}
+    return MetaParams(values=values, errors=errors)

@@ -18,7 +18,8 @@ from domain.platform.task_names import QUEUES, queue_name
 from messaging.celery_config import celery_config, route_for
 from workers.schedule import beat_schedule
 
-TASK_MODULES = ["workers.audit_tasks", "workers.sweep_tasks", "workers.key_tasks", "workers.webhook_tasks"]
+TASK_MODULES = ["workers.audit_tasks", "workers.sweep_tasks", "workers.key_tasks", "workers.webhook_tasks",
+                "workers.idempotency_tasks"]
 
 
 def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **_: Any) -> dict[str, str]:

@@ -11,10 +11,10 @@ from sqlalchemy.orm import Session
 
 from domain.access.checks import api_key_digest, parse_network
 from domain.access.models import ApiKey
-from domain.license_meta.codes import CREATE_META_CAPABILITY
+from domain.license_meta.codes import CREATE_META_CAPABILITY, META_CAPABILITIES
 
 MANAGE_WEBHOOKS_CAPABILITY = "manage-webhooks"
-CAPABILITIES = (CREATE_META_CAPABILITY, MANAGE_WEBHOOKS_CAPABILITY)
+CAPABILITIES = (*META_CAPABILITIES, MANAGE_WEBHOOKS_CAPABILITY)
 KEY_PREFIX = "km_"
 
 

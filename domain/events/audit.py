@@ -72,7 +72,8 @@ def _optional_text(payload: dict[str, Any], name: str) -> str | None:
 def fields_from_event(event: OutboxEvent) -> dict[str, Any]:
     """What the audit record says about an event. Raises ValueError for a malformed (poison) event.
 
-    Never copied: the API key itself, the meta value, a full license key (the API stores it masked).
+    Never copied: the API key itself, the meta value, a full license key (the API stores it masked), so of a
+    meta event's ``data`` snapshot only its ``meta_id`` and ``version`` are kept.
     """
     payload = event.payload
     if not isinstance(payload, dict):
@@ -83,6 +84,13 @@ def fields_from_event(event: OutboxEvent) -> dict[str, Any]:
     actor = payload.get("actor")
     if actor is not None:
         detail = {**(detail or {}), "actor": str(actor)[:64]}
+    data = payload.get("data")
+    if data is not None:
+        # A meta change names its row and version, so a row's history can be read from the chain.
+        if not isinstance(data, dict):
+            raise ValueError("data is not an object")
+        detail = {**(detail or {}), "meta_id": _optional_int(data, "meta_id"),
+                  "version": _optional_int(data, "version")}
     return {
         "event_id": event.id,
         "occurred_at": event.created_at,

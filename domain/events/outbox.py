@@ -12,8 +12,20 @@ from sqlalchemy.orm import Session
 from domain.events.models import OutboxEvent
 from domain.platform.models import utcnow
 
+# The metadata family: one event per request. The three webhook types carry ``data``, the webhook payload's
+# snapshot taken by the write statement; every other type is an audit record only.
 META_CREATED = "license_key_meta.created"
+META_UPDATED = "license_key_meta.updated"  # the value changed
+META_DELETED = "license_key_meta.deleted"
+META_WEBHOOK_EVENT_TYPES = (META_CREATED, META_UPDATED, META_DELETED)
 META_CREATE_REFUSED = "license_key_meta.create_refused"
+META_UPDATE_REFUSED = "license_key_meta.update_refused"
+META_UPDATE_UNCHANGED = "license_key_meta.update_unchanged"  # 353 with the value it had: nothing changed
+META_DELETE_REFUSED = "license_key_meta.delete_refused"
+META_READ = "license_key_meta.read"
+META_READ_REFUSED = "license_key_meta.read_refused"
+META_AUDIT_EVENT_TYPES = (META_CREATE_REFUSED, META_UPDATE_REFUSED, META_UPDATE_UNCHANGED, META_DELETE_REFUSED,
+                          META_READ, META_READ_REFUSED)
 # Signing-key lifecycle (domain.signing.rotation); subject_id is the signing key's row id.
 SIGNING_KEY_CREATED = "signing_key.created"
 SIGNING_KEY_ACTIVATED = "signing_key.activated"
@@ -22,7 +34,7 @@ SIGNING_KEY_REVOKED = "signing_key.revoked"
 SIGNING_KEY_EVENT_TYPES = (SIGNING_KEY_CREATED, SIGNING_KEY_ACTIVATED, SIGNING_KEY_RETIRED, SIGNING_KEY_REVOKED)
 
 # Event types a webhook endpoint may subscribe to; others are audit-only.
-WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset({META_CREATED, *SIGNING_KEY_EVENT_TYPES})
+WEBHOOK_EVENT_TYPES: frozenset[str] = frozenset({*META_WEBHOOK_EVENT_TYPES, *SIGNING_KEY_EVENT_TYPES})
 
 
 def needs_fan_out(event_type: str) -> bool:

@@ -31,9 +31,13 @@ class IdempotencyKey(Base):
     scope: Mapped[str] = mapped_column(String(64))  # sha256 hex of the API key that sent it
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of the endpoint and its parameters
+    # Who holds the reservation: a takeover after an abandoned request's lease gets a new token, so the
+    # abandoned request, should it finish after all, can neither record nor release the new holder's row.
+    token: Mapped[str] = mapped_column(String(32))
     state: Mapped[IdempotencyState] = mapped_column(EnumString(IdempotencyState, 16))
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_headers: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # In progress: the end of the holder's lease; decided: the end of the TTL. Past it the row counts as absent.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -1,8 +1,8 @@
-"""Outcome codes of create-license-key-meta: exact message bytes and HTTP status (docs/api.md)."""
+"""Outcome codes of the metadata family: exact message bytes and HTTP status (docs/api.md), and its operations."""
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class Code(IntEnum):
@@ -18,6 +18,13 @@ class Code(IntEnum):
     LICENSE_EXPIRED = 205
     INVALID_LICENSE_KEY = 210
     IDENTIFIER_REQUIRED = 215
+    DELETE_KEY_REQUIRED = 250
+    DELETE_KEY_MISSING = 251
+    META_DELETED = 252
+    UPDATE_KEY_REQUIRED = 350
+    UPDATE_VALUE_REQUIRED = 351
+    UPDATE_KEY_MISSING = 352
+    META_UPDATED = 353
     META_KEY_REQUIRED = 450
     META_VALUE_REQUIRED = 451
     META_KEY_EXISTS = 452
@@ -37,6 +44,10 @@ class Code(IntEnum):
         return 200
 
 
+_KEY_REQUIRED = "Meta key is required"
+_VALUE_REQUIRED = "Meta value is required"
+_KEY_MISSING = "Meta key doesn't exist"
+
 _MESSAGES = {
     Code.INVALID_API_KEY: "Invalid API Key",
     Code.INACTIVE_API_KEY: "Inactive API Key",
@@ -50,24 +61,52 @@ _MESSAGES = {
     Code.LICENSE_EXPIRED: "License key expired",
     Code.PRODUCT_INACTIVE: "The product associated with this license key is not active or doesn't exist",
     Code.NO_ACTIVATION: "No activation found for this license key/identifier combination",
-    Code.META_KEY_REQUIRED: "Meta key is required",
-    Code.META_VALUE_REQUIRED: "Meta value is required",
+    Code.DELETE_KEY_REQUIRED: _KEY_REQUIRED,
+    Code.DELETE_KEY_MISSING: _KEY_MISSING,
+    Code.META_DELETED: "Metadata deleted",
+    Code.UPDATE_KEY_REQUIRED: _KEY_REQUIRED,
+    Code.UPDATE_VALUE_REQUIRED: _VALUE_REQUIRED,
+    Code.UPDATE_KEY_MISSING: _KEY_MISSING,
+    Code.META_UPDATED: "Metadata updated",
+    Code.META_KEY_REQUIRED: _KEY_REQUIRED,
+    Code.META_VALUE_REQUIRED: _VALUE_REQUIRED,
     Code.META_KEY_EXISTS: "Meta key already exists",
     Code.META_CREATED: "Metadata created",
     Code.INCORRECT_DATA: "Incorrect data found",
 }
 
 CREATE_META_CAPABILITY = "create-license-key-meta"
+UPDATE_META_CAPABILITY = "update-license-key-meta"
+DELETE_META_CAPABILITY = "delete-license-key-meta"
+GET_META_CAPABILITY = "get-license-key-meta"
+META_CAPABILITIES = (CREATE_META_CAPABILITY, UPDATE_META_CAPABILITY, DELETE_META_CAPABILITY, GET_META_CAPABILITY)
+
+
+class Operation(StrEnum):
+    """One endpoint of the family; its name is its path's last segment and the capability it requires."""
+
+    CREATE = CREATE_META_CAPABILITY
+    UPDATE = UPDATE_META_CAPABILITY
+    DELETE = DELETE_META_CAPABILITY
+    GET = GET_META_CAPABILITY
+
+    @property
+    def capability(self) -> str:
+        return self.value
 
 
 class ExtensionCode(IntEnum):
     """keymeta's own codes, outside the vendor's table (docs/api.md lists them apart).
 
-    Four digits so they can never collide with a vendor code (all three digits); 4290 reads as HTTP 429.
-    Same envelope, same signing, same audit trail as a vendor code.
+    Four digits so they can never collide with a vendor code (all three digits); the first three of a refusal
+    read as its HTTP status (4290 is 429). Same envelope, same signing, same audit trail as a vendor code.
     """
 
     RATE_LIMITED = 4290
+    IDEMPOTENCY_KEY_REUSED = 4220
+    IDEMPOTENCY_IN_PROGRESS = 4090
+    META_FOUND = 4540
+    META_NOT_FOUND = 4541
 
     @property
     def message(self) -> str:
@@ -75,11 +114,21 @@ class ExtensionCode(IntEnum):
 
     @property
     def http_status(self) -> int:
-        return 429
+        return _EXTENSION_HTTP_STATUS.get(self, 200)
 
+
+_EXTENSION_HTTP_STATUS = {
+    ExtensionCode.RATE_LIMITED: 429,
+    ExtensionCode.IDEMPOTENCY_KEY_REUSED: 422,
+    ExtensionCode.IDEMPOTENCY_IN_PROGRESS: 409,
+}
 
 _EXTENSION_MESSAGES = {
     ExtensionCode.RATE_LIMITED: "Too many requests",
+    ExtensionCode.IDEMPOTENCY_KEY_REUSED: "Idempotency key reused with different parameters",
+    ExtensionCode.IDEMPOTENCY_IN_PROGRESS: "A request with this idempotency key is in progress",
+    ExtensionCode.META_FOUND: "Metadata found",
+    ExtensionCode.META_NOT_FOUND: _KEY_MISSING,
 }
 
 AnyCode = Code | ExtensionCode

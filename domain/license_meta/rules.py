@@ -1,4 +1,4 @@
-"""The license and meta-field checks of create-license-key-meta, in order (pure, no I/O; docs/api.md)."""
+"""The checks of the metadata family, in order, and the code of each outcome (pure, no I/O; docs/api.md)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from domain.catalog.models import LicenseStatus
-from domain.license_meta.codes import Code
+from domain.license_meta.codes import AnyCode, Code, ExtensionCode, Operation
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,49 @@ def license_decision(view: LicenseView | None, now: dt.datetime) -> Code | None:
     return None
 
 
-def meta_fields_decision(key: str | None, value: str | None) -> Code | None:
-    """Steps 13–14."""
-    if key is None:
-        return Code.META_KEY_REQUIRED
-    if value is None:
-        return Code.META_VALUE_REQUIRED
+@dataclass(frozen=True)
+class StepCodes:
+    """Steps 13 onwards of one operation: ``None`` where the operation has no such check."""
+
+    key_required: AnyCode | None
+    value_required: AnyCode | None
+    refused: AnyCode  # step 15: the key exists already (create) or does not exist (the others)
+    success: AnyCode
+
+
+STEP_CODES: dict[Operation, StepCodes] = {
+    Operation.CREATE: StepCodes(Code.META_KEY_REQUIRED, Code.META_VALUE_REQUIRED, Code.META_KEY_EXISTS,
+                                Code.META_CREATED),
+    Operation.UPDATE: StepCodes(Code.UPDATE_KEY_REQUIRED, Code.UPDATE_VALUE_REQUIRED, Code.UPDATE_KEY_MISSING,
+                                Code.META_UPDATED),
+    Operation.DELETE: StepCodes(Code.DELETE_KEY_REQUIRED, None, Code.DELETE_KEY_MISSING, Code.META_DELETED),
+    # The key is optional: without one, every key of the license is read and none can be missing.
+    Operation.GET: StepCodes(None, None, ExtensionCode.META_NOT_FOUND, ExtensionCode.META_FOUND),
+}
+
+
+def fields_decision(operation: Operation, key: str | None, value: str | None) -> AnyCode | None:
+    """Steps 13–14: the parameters this operation requires."""
+    codes = STEP_CODES[operation]
+    if codes.key_required is not None and key is None:
+        return codes.key_required
+    if codes.value_required is not None and value is None:
+        return codes.value_required
     return None
+
+
+def fields_complete(operation: Operation, key: str | None, value: str | None) -> bool:
+    return fields_decision(operation, key, value) is None
+
+
+def meta_fields_decision(key: str | None, value: str | None) -> AnyCode | None:
+    """Steps 13–14 of create."""
+    return fields_decision(Operation.CREATE, key, value)
+
+
+def cap_reached(count: int | None, cap: int) -> bool:
+    """A license holds at most ``cap`` meta keys: a create that would add one more is refused (901)."""
+    return count is not None and count >= cap
+
+
+CAP_ERRORS_REASON = "this license key holds the limit of {cap} meta keys"

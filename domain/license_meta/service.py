@@ -1,7 +1,9 @@
-"""The write path of ``create-license-key-meta``: every check in order (docs/api.md), then one atomic write.
+"""The metadata family's path: steps 1–12 shared by every operation (docs/api.md), then the operation's one
+statement (``store``), whose returned license row and outcome give the code (``rules``).
 
-Every request, accepted or refused, leaves exactly one outbox event (the audit trail's source);
-a 453 is the ``license_key_meta.created`` event itself, committed with the meta row.
+Every request, accepted or refused, leaves exactly one outbox event (the audit trail's source). An outcome the
+statement decided (453, 353, 252, 4540) is written by that statement with its change; a refusal is written
+afterwards on the request's connection.
 """
 
 from __future__ import annotations
@@ -24,10 +26,29 @@ from domain.access.checks import (
     load_blocklist,
     parse_address,
 )
-from domain.events.outbox import META_CREATE_REFUSED, add_event_async
-from domain.license_meta.codes import CREATE_META_CAPABILITY, AnyCode, Code, ExtensionCode
-from domain.license_meta.rules import license_decision, meta_fields_decision
-from domain.license_meta.store import MetaWriteRequest, MetaWriteResult, lookup_and_write_many
+from domain.events.outbox import (
+    META_CREATE_REFUSED,
+    META_DELETE_REFUSED,
+    META_READ_REFUSED,
+    META_UPDATE_REFUSED,
+    add_event_async,
+)
+from domain.license_meta.codes import AnyCode, Code, ExtensionCode, Operation
+from domain.license_meta.rules import (
+    CAP_ERRORS_REASON,
+    STEP_CODES,
+    fields_complete,
+    fields_decision,
+    license_decision,
+)
+from domain.license_meta.store import (
+    MetaWriteRequest,
+    MetaWriteResult,
+    delete_meta,
+    lookup_and_write_many,
+    read_meta,
+    update_meta,
+)
 from domain.license_meta.write_batches import WriteBatcher
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
@@ -35,7 +56,14 @@ from domain.platform.ttl_cache import TtlCache
 from domain.signing.keys import GLOBAL_SCOPE
 
 USER_AGENT_MAX = 512
-log = get_logger("keymeta.create_meta")
+log = get_logger("keymeta.license_meta")
+
+REFUSED_EVENT = {
+    Operation.CREATE: META_CREATE_REFUSED,
+    Operation.UPDATE: META_UPDATE_REFUSED,
+    Operation.DELETE: META_DELETE_REFUSED,
+    Operation.GET: META_READ_REFUSED,
+}
 
 
 def mask_license_key(license_key: str | None) -> str | None:
@@ -50,12 +78,13 @@ def mask_license_key(license_key: str | None) -> str | None:
 
 
 @dataclass(frozen=True)
-class CreateMetaInput:
+class MetaRequest:
+    operation: Operation
     api_key: str | None
     license_key: str | None
     identifier: str | None
     key: str | None
-    value: str | None
+    value: str | None  # None for the operations without a value
     source_ip: str | None
     user_agent: str | None
     request_id: str
@@ -67,12 +96,14 @@ class CreateMetaInput:
 
 
 @dataclass(frozen=True)
-class CreateMetaResult:
+class MetaResult:
     code: AnyCode
     signing_scope: str
-    meta_id: int | None = None
-    event_id: int | None = None
+    meta_id: int | None = None  # answered as ``meta_id`` (453, 353)
+    event_id: int | None = None  # the request's one outbox event
+    webhook: bool = False  # the event is of a webhook type: fan it out
     errors: dict[str, list[str]] = field(default_factory=dict)
+    meta: list[dict[str, Any]] | None = None  # answered as ``meta`` (4540)
 
 
 class _RequestConnection:
@@ -108,9 +139,11 @@ class _RequestConnection:
                 await stack.__aexit__(type(error), error, error.__traceback__)
 
 
-class CreateMetaService:
-    def __init__(self, engine: AsyncEngine, cache_ttl_seconds: float, max_write_batches: int = 4) -> None:
+class MetaService:
+    def __init__(self, engine: AsyncEngine, cache_ttl_seconds: float, *, max_keys_per_license: int,
+                 max_write_batches: int = 4) -> None:
         self.engine = engine
+        self.max_keys_per_license = max_keys_per_license
         self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
         self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
         self.write_batcher: WriteBatcher[MetaWriteRequest, MetaWriteResult] = WriteBatcher(
@@ -118,9 +151,9 @@ class CreateMetaService:
 
     async def _write_batch(self, requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
         async with self.engine.connect() as conn:  # autocommit: the statement is the transaction
-            return await lookup_and_write_many(conn, requests)
+            return await lookup_and_write_many(conn, requests, max_keys=self.max_keys_per_license)
 
-    async def handle(self, request: CreateMetaInput) -> CreateMetaResult:
+    async def handle(self, request: MetaRequest) -> MetaResult:
         now = utcnow()
         context: dict[str, Any] = {
             "api_key_id": None,
@@ -132,38 +165,57 @@ class CreateMetaService:
             "product_id": None,
         }
         async with _RequestConnection(self.engine) as db:
-            if request.refusal is not None:
-                # Audited like any refusal; the actor is recorded when the presented key is known (the
-                # same cached digest lookup as step 1), so the trail shows which key hit its limit.
-                if request.api_key is not None:
-                    known = await self._api_key(db, request.api_key)
-                    context["api_key_id"] = known.id if known is not None else None
-                return await self._refuse(db, request, context, request.refusal, GLOBAL_SCOPE, now,
-                                          errors=request.refusal_errors)
-            if request.errors:
-                return await self._refuse(db, request, context, Code.INCORRECT_DATA, GLOBAL_SCOPE, now,
-                                          errors=request.errors)
+            refused = await self._admit(db, request, context, now)
+            if refused is not None:
+                return refused
+            assert request.license_key is not None and request.identifier is not None  # admitted
+            statement = MetaWriteRequest(
+                license_key=request.license_key, identifier=request.identifier, key=request.key,
+                value=request.value, payload=dict(context), request_id=request.request_id, now=now)
+            operation = request.operation
+            if operation is Operation.CREATE:
+                await db.release()  # the write batch brings its own connection
+                done = await self.write_batcher.submit(statement)
+            elif operation is Operation.UPDATE:
+                done = await update_meta(await db.get(), statement,
+                                         complete=fields_complete(operation, request.key, request.value))
+            elif operation is Operation.DELETE:
+                done = await delete_meta(await db.get(), statement,
+                                         complete=fields_complete(operation, request.key, request.value))
+            else:
+                done = await read_meta(await db.get(), statement)
+            return await self._decide(db, request, context, done, now)
 
-            key_record = None
+    async def _admit(self, db: _RequestConnection, request: MetaRequest, context: dict[str, Any],
+                     now: dt.datetime) -> MetaResult | None:
+        """Everything before the statement: the adapter's refusals, 901, steps 1–6 and step 7's presence
+        check. ``None``: the request goes on to its statement, which runs steps 7–12 with its write."""
+        if request.refusal is not None:
+            # Audited like any refusal; the actor is recorded when the presented key is known (the
+            # same cached digest lookup as step 1), so the trail shows which key hit its limit.
             if request.api_key is not None:
-                key_record = await self._api_key(db, request.api_key)
-            if key_record is not None:
-                context["api_key_id"] = key_record.id
-            blocklist = await self._blocklist.get("all", lambda: self._load_blocklist(db))
-            identifier = request.identifier
-            refusal = check_access(key_record, CREATE_META_CAPABILITY, parse_address(request.source_ip),
-                                   identifier, blocklist, now)
-            if refusal is None and identifier is None:
-                refusal = Code.IDENTIFIER_REQUIRED
-            if refusal is not None or identifier is None:
-                return await self._refuse(db, request, context, refusal or Code.IDENTIFIER_REQUIRED,
-                                          GLOBAL_SCOPE, now)
-
-            if request.license_key is None:
-                return await self._refuse(db, request, context, Code.INVALID_LICENSE_KEY, GLOBAL_SCOPE, now)
-            await db.release()  # the write batch brings its own connection
-            return await self._check_license_and_write(db, request, request.license_key, identifier, context,
-                                                       now)
+                known = await self._api_key(db, request.api_key)
+                context["api_key_id"] = known.id if known is not None else None
+            return await self._refuse(db, request, context, request.refusal, GLOBAL_SCOPE, now,
+                                      errors=request.refusal_errors)
+        if request.errors:
+            return await self._refuse(db, request, context, Code.INCORRECT_DATA, GLOBAL_SCOPE, now,
+                                      errors=request.errors)
+        key_record = None
+        if request.api_key is not None:
+            key_record = await self._api_key(db, request.api_key)
+        if key_record is not None:
+            context["api_key_id"] = key_record.id
+        blocklist = await self._blocklist.get("all", lambda: self._load_blocklist(db))
+        refusal = check_access(key_record, request.operation.capability, parse_address(request.source_ip),
+                               request.identifier, blocklist, now)
+        if refusal is None and request.identifier is None:
+            refusal = Code.IDENTIFIER_REQUIRED
+        if refusal is None and request.license_key is None:
+            refusal = Code.INVALID_LICENSE_KEY
+        if refusal is not None:
+            return await self._refuse(db, request, context, refusal, GLOBAL_SCOPE, now)
+        return None
 
     async def _api_key(self, db: _RequestConnection, api_key: str) -> ApiKeyRecord | None:
         digest = api_key_digest(api_key)
@@ -176,28 +228,35 @@ class CreateMetaService:
     async def _load_blocklist(self, db: _RequestConnection) -> BlockList:
         return await load_blocklist(await db.get())
 
-    async def _check_license_and_write(self, db: _RequestConnection, request: CreateMetaInput, license_key: str,
-                                       identifier: str, context: dict[str, Any], now: dt.datetime) -> CreateMetaResult:
-        """Steps 7–15 in one round trip, shared with concurrent requests; a refusal (or a 452 race) costs a
-        second one for its event."""
-        done = await self.write_batcher.submit(MetaWriteRequest(
-            license_key=license_key, identifier=identifier, key=request.key, value=request.value,
-            payload=dict(context), request_id=request.request_id, now=now))
+    async def _decide(self, db: _RequestConnection, request: MetaRequest, context: dict[str, Any],
+                      done: MetaWriteResult, now: dt.datetime) -> MetaResult:
+        """Steps 7–15 from what the statement returned; a refusal costs a second round trip for its event."""
         if done.view is None:
             return await self._refuse(db, request, context, Code.INVALID_LICENSE_KEY, GLOBAL_SCOPE, now)
         context["product_id"] = done.view.product_id
-        refusal = license_decision(done.view, now) or meta_fields_decision(request.key, request.value)
-        if done.meta_id is not None:
-            if refusal is not None:  # the SQL restatement of the checks drifted from license_decision
-                log.error("create_meta.check_mismatch", code=int(refusal), meta_id=done.meta_id)
-            return CreateMetaResult(code=Code.META_CREATED, signing_scope=done.view.signing_scope,
-                                    meta_id=done.meta_id, event_id=done.event_id)
-        return await self._refuse(db, request, context, refusal or Code.META_KEY_EXISTS,
-                                  done.view.signing_scope, now)
+        scope = done.view.signing_scope
+        operation = request.operation
+        codes = STEP_CODES[operation]
+        refusal = license_decision(done.view, now) or fields_decision(operation, request.key, request.value)
+        if done.event_id is not None:
+            if refusal is not None:  # the SQL restatement of the checks drifted from the rules
+                log.error("license_meta.check_mismatch", operation=str(operation), code=int(refusal),
+                          event_id=done.event_id)
+            return MetaResult(
+                code=codes.success, signing_scope=scope,
+                meta_id=done.meta_id if operation in (Operation.CREATE, Operation.UPDATE) else None,
+                event_id=done.event_id, webhook=operation is not Operation.GET and done.meta_id is not None
+                and (operation is not Operation.UPDATE or done.changed),
+                meta=done.meta if operation is Operation.GET else None)
+        if refusal is None and operation is Operation.CREATE and done.over_cap and not done.key_exists:
+            reason = CAP_ERRORS_REASON.format(cap=self.max_keys_per_license)
+            return await self._refuse(db, request, context, Code.INCORRECT_DATA, scope, now,
+                                      errors={"key": [reason]})
+        return await self._refuse(db, request, context, refusal or codes.refused, scope, now)
 
-    async def _refuse(self, db: _RequestConnection, request: CreateMetaInput, context: dict[str, Any],
+    async def _refuse(self, db: _RequestConnection, request: MetaRequest, context: dict[str, Any],
                       code: AnyCode, scope: str, now: dt.datetime,
-                      errors: dict[str, list[str]] | None = None) -> CreateMetaResult:
-        event_id = await add_event_async(await db.get(), META_CREATE_REFUSED, context, request_id=request.request_id,
-                                         outcome_code=int(code), now=now)
-        return CreateMetaResult(code=code, signing_scope=scope, event_id=event_id, errors=errors or {})
+                      errors: dict[str, list[str]] | None = None) -> MetaResult:
+        event_id = await add_event_async(await db.get(), REFUSED_EVENT[request.operation], context,
+                                         request_id=request.request_id, outcome_code=int(code), now=now)
+        return MetaResult(code=code, signing_scope=scope, event_id=event_id, errors=errors or {})

@@ -1,62 +1,105 @@
-"""The create-meta write: license lookup, checks, meta insert and outbox event in ONE autocommitted statement.
+"""The statements of the metadata family: each request is ONE autocommitted statement that looks the license up,
+restates its checks, writes (or reads) the meta row and writes the outbox event of the outcome it decided.
 
-Round trips bound the request rate, so a request (or a batch of them) costs exactly one. The statement runs on
+Round trips bound the request rate, so a request (or a batch of creates) costs exactly one. The statements run on
 asyncpg's own prepared-statement cache: the SQLAlchemy layer costs more CPU per statement than the server does.
 
-:func:`lookup_and_write_many` writes several requests in one statement (``WriteBatcher`` gathers them): the
-same checks per request over ``unnest``-ed arrays. Duplicates of one (license key, meta key) inside a batch
-resolve as a race does: the earliest request wins, the others get 452. A batch of one uses the
-single-request statement, which costs the server less than the array form does for one row.
+Concurrency is decided by the database, never by a read-then-write: the unique ``(license_key_id, key)`` decides
+concurrent creates; an update locks the row it replaces (``FOR UPDATE``) and bumps its version under that lock; a
+delete is a ``DELETE … RETURNING``, so of N concurrent deletes exactly one returns the row. A create counts the
+license's keys under a lock on the license row (``license_key_meta_count_locked``, a volatile function, so the
+count sees every row committed while it waited): concurrent creates cannot pass the per-license cap.
 
-The ``WHERE`` of ``ins`` restates ``license_meta.rules.license_decision`` in SQL. Python still decides the
-code from the returned license row; ``CreateMetaService`` logs an error should the two ever disagree, and
-the per-code tests assert that no refused request stores a row.
+:func:`lookup_and_write_many` writes several creates in one statement (``WriteBatcher`` gathers them): the same
+checks per request over ``unnest``-ed arrays. Duplicates of one (license key, meta key) inside a batch resolve as a
+race does: the earliest request wins, the others get 452. A batch of one uses the single-request statement.
+
+The ``ok`` CTE restates ``license_meta.rules.license_decision`` in SQL. Python still decides the code from the
+returned license row; the service logs an error should the two ever disagree, and the per-code tests assert that no
+refused request writes a row. Events of webhook types carry ``data``: the webhook payload's snapshot, taken here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.events.outbox import META_CREATED
+from domain.events.outbox import (
+    META_CREATED,
+    META_DELETED,
+    META_READ,
+    META_UPDATE_UNCHANGED,
+    META_UPDATED,
+)
 from domain.license_meta.rules import LicenseView
 
-_LOOKUP_AND_WRITE = """
-WITH lic AS (
+
+def _compose(sql: str) -> str:
+    """Fill in the shared parts: ``{license}`` (the license CTEs), ``{insert_event}`` and ``ISO(expr)``, which
+    writes a time as ISO 8601 UTC with a Z, whole seconds (as ``domain.webhooks.fan_out.iso_z`` does)."""
+    sql = sql.replace("{license}", _LICENSE).replace("{insert_event}", _INSERT_EVENT)
+    return re.sub(r"ISO\(([^()]*)\)", r"""to_char(\1 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""", sql)
+
+
+# Steps 7–12: $1 license key, $2 identifier, $3 now, $4 whether the operation's parameters are complete.
+_LICENSE = """
+lic AS (
     SELECT l.id, l.status, l.validity_days, l.assigned_at, l.product_id,
            p.active AS product_active, p.own_signing_key AS product_own_key,
-           EXISTS (SELECT 1 FROM activations a WHERE a.license_key_id = l.id AND a.identifier = $2) AS activated
+           EXISTS (SELECT 1 FROM activations a
+                   WHERE a.license_key_id = l.id AND a.identifier = $2::text) AS activated
     FROM license_keys l LEFT JOIN products p ON p.id = l.product_id
-    WHERE l.key = $1
+    WHERE l.key = $1::text
 ),
-ins AS (
-    INSERT INTO license_key_meta (license_key_id, key, value, identifier, created_at)
-    SELECT lic.id, $3, $4, $2, $5 FROM lic
-    WHERE $6::boolean
+ok AS (
+    SELECT lic.id, lic.product_id FROM lic
+    WHERE $4::boolean
       AND lic.status = 'assigned'
       AND (lic.validity_days = 0 OR lic.assigned_at IS NULL
-           OR lic.assigned_at + make_interval(days => lic.validity_days) > $5)
+           OR lic.assigned_at + make_interval(days => lic.validity_days) > $3::timestamptz)
       AND lic.product_active
       AND lic.activated
+)"""
+
+_INSERT_EVENT = "INSERT INTO outbox_events (type, subject_id, outcome_code, payload, request_id, created_at, " \
+                "fanned_out_at)"
+
+# $5 audit context, $6 request id, $7 key, $8 value, $9 event type, $10 the per-license cap.
+_CREATE = _compose("""
+WITH {license},
+counted AS (
+    SELECT ok.id, license_key_meta_count_locked(ok.id) AS meta_count FROM ok
+),
+ins AS (
+    INSERT INTO license_key_meta (license_key_id, key, value, identifier, version, created_at)
+    SELECT counted.id, $7::text, $8::text, $2::text, 1, $3 FROM counted WHERE counted.meta_count < $10::bigint
     ON CONFLICT ON CONSTRAINT uq_license_key_meta_license_key DO NOTHING
-    RETURNING id
+    RETURNING id, version, created_at
 ),
 ev AS (
-    INSERT INTO outbox_events (type, subject_id, outcome_code, payload, request_id, created_at)
-    SELECT $9, ins.id, 453, ($7::jsonb || jsonb_build_object('product_id', lic.product_id))::json, $8, $5
-    FROM ins, lic
+    {insert_event}
+    SELECT $9::text, ins.id, 453, ($5::jsonb || jsonb_build_object('product_id', ok.product_id, 'data',
+               jsonb_build_object('meta_id', ins.id, 'version', ins.version, 'license_key', $1::text,
+                                  'product_id', ok.product_id, 'identifier', $2::text, 'key', $7::text,
+                                  'value', $8::text, 'created_at', ISO(ins.created_at))))::json,
+           $6::text, $3, NULL
+    FROM ins, ok
     RETURNING id
 )
-SELECT lic.*, (SELECT id FROM ins) AS meta_id, (SELECT id FROM ev) AS event_id FROM lic
-"""
+SELECT lic.*, (SELECT id FROM ins) AS meta_id, (SELECT id FROM ev) AS event_id,
+       EXISTS (SELECT 1 FROM license_key_meta m WHERE m.license_key_id = lic.id AND m.key = $7::text) AS key_exists,
+       COALESCE((SELECT meta_count >= $10::bigint FROM counted), false) AS over_cap
+FROM lic
+""")
 
 
-_LOOKUP_AND_WRITE_MANY = """
+_CREATE_MANY = _compose("""
 WITH req AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::boolean[],
                          $7::text[], $8::text[]) WITH ORDINALITY
@@ -70,8 +113,8 @@ lic AS (
     FROM req JOIN license_keys l ON l.key = req.license_key LEFT JOIN products p ON p.id = l.product_id
 ),
 candidates AS (
-    SELECT DISTINCT ON (lic.id, req.key) req.n, lic.id AS license_key_id, lic.product_id, req.key, req.value,
-           req.identifier, req.now, req.payload, req.request_id
+    SELECT DISTINCT ON (lic.id, req.key) req.n, lic.id AS license_key_id, lic.product_id, req.license_key, req.key,
+           req.value, req.identifier, req.now, req.payload, req.request_id
     FROM req JOIN lic USING (n)
     WHERE req.complete
       AND lic.status = 'assigned'
@@ -81,28 +124,123 @@ candidates AS (
       AND lic.activated
     ORDER BY lic.id, req.key, req.n
 ),
+counted AS (
+    SELECT license_key_id, license_key_meta_count_locked(license_key_id) AS meta_count
+    FROM (SELECT DISTINCT license_key_id FROM candidates ORDER BY license_key_id) licenses
+),
+ranked AS (
+    SELECT c.n, c.license_key_id,
+           counted.meta_count + row_number() OVER (PARTITION BY c.license_key_id ORDER BY c.n) > $10::bigint
+               AS over_cap
+    FROM candidates c JOIN counted USING (license_key_id)
+    WHERE NOT EXISTS (SELECT 1 FROM license_key_meta m WHERE m.license_key_id = c.license_key_id AND m.key = c.key)
+),
 ins AS (
-    INSERT INTO license_key_meta (license_key_id, key, value, identifier, created_at)
-    SELECT license_key_id, key, value, identifier, now FROM candidates ORDER BY n
+    INSERT INTO license_key_meta (license_key_id, key, value, identifier, version, created_at)
+    SELECT c.license_key_id, c.key, c.value, c.identifier, 1, c.now
+    FROM candidates c JOIN ranked USING (n) WHERE NOT ranked.over_cap ORDER BY c.n
     ON CONFLICT ON CONSTRAINT uq_license_key_meta_license_key DO NOTHING
-    RETURNING id, license_key_id, key
+    RETURNING id, license_key_id, key, version, created_at
 ),
 won AS (
-    SELECT c.n, ins.id AS meta_id, c.product_id, c.payload, c.request_id, c.now
+    SELECT c.*, ins.id AS meta_id, ins.version, ins.created_at
     FROM ins JOIN candidates c ON c.license_key_id = ins.license_key_id AND c.key = ins.key
 ),
 ev AS (
-    INSERT INTO outbox_events (type, subject_id, outcome_code, payload, request_id, created_at)
-    SELECT $9, won.meta_id, 453, (won.payload::jsonb || jsonb_build_object('product_id', won.product_id))::json,
-           won.request_id, won.now
+    {insert_event}
+    SELECT $9::text, won.meta_id, 453, (won.payload::jsonb || jsonb_build_object('product_id', won.product_id, 'data',
+               jsonb_build_object('meta_id', won.meta_id, 'version', won.version, 'license_key', won.license_key,
+                                  'product_id', won.product_id, 'identifier', won.identifier, 'key', won.key,
+                                  'value', won.value, 'created_at', ISO(won.created_at))))::json,
+           won.request_id, won.now, NULL
     FROM won
     RETURNING id, subject_id
 )
 SELECT req.n, lic.id, lic.status, lic.validity_days, lic.assigned_at, lic.product_id, lic.product_active,
-       lic.product_own_key, lic.activated, won.meta_id, ev.id AS event_id
+       lic.product_own_key, lic.activated, won.meta_id, ev.id AS event_id,
+       EXISTS (SELECT 1 FROM license_key_meta m WHERE m.license_key_id = lic.id AND m.key = req.key) AS key_exists,
+       COALESCE(ranked.over_cap, false) AS over_cap
 FROM req LEFT JOIN lic USING (n) LEFT JOIN won USING (n) LEFT JOIN ev ON ev.subject_id = won.meta_id
+     LEFT JOIN ranked USING (n)
 ORDER BY req.n
-"""
+""")
+
+# $5 audit context, $6 request id, $7 key, $8 value, $9 changed event type, $10 unchanged event type.
+# The same value again changes nothing: no version, no updated_at, no webhook event; still 353, audited.
+_UPDATE = _compose("""
+WITH {license},
+old AS (
+    SELECT m.id, m.value FROM license_key_meta m JOIN ok ON m.license_key_id = ok.id
+    WHERE m.key = $7::text
+    FOR UPDATE OF m
+),
+upd AS (
+    UPDATE license_key_meta m SET value = $8::text, version = m.version + 1, updated_at = $3, identifier = $2::text
+    FROM old WHERE m.id = old.id AND m.value IS DISTINCT FROM $8::text
+    RETURNING m.id, m.key, m.version, m.created_at, m.updated_at, old.value AS previous_value
+),
+ev AS (
+    {insert_event}
+    SELECT CASE WHEN upd.id IS NULL THEN $10::text ELSE $9::text END, old.id, 353,
+           ($5::jsonb || jsonb_build_object('product_id', ok.product_id)
+                      || CASE WHEN upd.id IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('data',
+               jsonb_build_object('meta_id', upd.id, 'version', upd.version, 'license_key', $1::text,
+                                  'product_id', ok.product_id, 'identifier', $2::text, 'key', upd.key,
+                                  'value', $8::text, 'previous_value', upd.previous_value,
+                                  'created_at', ISO(upd.created_at), 'updated_at', ISO(upd.updated_at)))
+                      END)::json,
+           $6::text, $3, CASE WHEN upd.id IS NULL THEN $3 END
+    FROM old CROSS JOIN ok LEFT JOIN upd ON upd.id = old.id
+    RETURNING id
+)
+SELECT lic.*, (SELECT id FROM old) AS meta_id, EXISTS (SELECT 1 FROM upd) AS changed,
+       (SELECT id FROM ev) AS event_id
+FROM lic
+""")
+
+# $5 audit context, $6 request id, $7 key, $8 event type. The event's version is the row's last one + 1.
+_DELETE = _compose("""
+WITH {license},
+del AS (
+    DELETE FROM license_key_meta m USING ok
+    WHERE m.license_key_id = ok.id AND m.key = $7::text
+    RETURNING m.id, m.key, m.value, m.version, m.created_at
+),
+ev AS (
+    {insert_event}
+    SELECT $8::text, del.id, 252, ($5::jsonb || jsonb_build_object('product_id', ok.product_id, 'data',
+               jsonb_build_object('meta_id', del.id, 'version', del.version + 1, 'license_key', $1::text,
+                                  'product_id', ok.product_id, 'identifier', $2::text, 'key', del.key,
+                                  'value', del.value, 'created_at', ISO(del.created_at),
+                                  'deleted_at', ISO($3::timestamptz))))::json,
+           $6::text, $3, NULL
+    FROM del, ok
+    RETURNING id
+)
+SELECT lic.*, (SELECT id FROM del) AS meta_id, (SELECT id FROM ev) AS event_id FROM lic
+""")
+
+# $5 audit context, $6 request id, $7 key or NULL (every key), $8 event type. Keys in byte order.
+_READ = _compose("""
+WITH {license},
+found AS (
+    SELECT COALESCE(json_agg(json_build_object(
+               'meta_id', m.id, 'key', m.key, 'value', m.value, 'version', m.version,
+               'created_at', ISO(m.created_at), 'updated_at', ISO(m.updated_at))
+               ORDER BY m.key COLLATE "C"), '[]'::json) AS meta,
+           count(m.id) AS found_rows
+    FROM ok JOIN license_key_meta m ON m.license_key_id = ok.id
+    WHERE $7::text IS NULL OR m.key = $7::text
+),
+ev AS (
+    {insert_event}
+    SELECT $8::text, NULL, 4540, ($5::jsonb || jsonb_build_object('product_id', ok.product_id))::json,
+           $6::text, $3, $3
+    FROM ok, found WHERE $7::text IS NULL OR found.found_rows > 0
+    RETURNING id
+)
+SELECT lic.*, (SELECT meta FROM found) AS meta, (SELECT id FROM ev) AS event_id FROM lic
+""")
 
 
 @dataclass(frozen=True)
@@ -119,28 +257,64 @@ class MetaWriteRequest:
 @dataclass(frozen=True)
 class MetaWriteResult:
     view: LicenseView | None  # None: no such license key
-    meta_id: int | None  # set when the row was written (453)
-    event_id: int | None
+    meta_id: int | None  # the row written, updated or deleted
+    event_id: int | None  # the event the statement wrote with its outcome (None: refused, the caller audits)
+    key_exists: bool = False  # create: the key is on the license already
+    over_cap: bool = False  # create: the license holds its limit of keys
+    changed: bool = False  # update: the value differed
+    meta: list[dict[str, Any]] = field(default_factory=list)  # read: the rows found
 
 
-async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
-    """One result per request, in order; one autocommitted statement for all of them."""
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
+async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWriteRequest], *,
+                                max_keys: int) -> list[MetaWriteResult]:
+    """Creates: one result per request, in order; one autocommitted statement for all of them."""
+    driver = await _driver(conn)
     if len(requests) == 1:
         one = requests[0]
         row = await driver.fetchrow(
-            _LOOKUP_AND_WRITE, one.license_key, one.identifier, one.key, one.value, one.now, _complete(one),
-            json.dumps(one.payload), one.request_id, META_CREATED,
+            _CREATE, one.license_key, one.identifier, one.now, _complete(one), json.dumps(one.payload),
+            one.request_id, one.key, one.value, META_CREATED, max_keys,
         )
         return [_result(row)]
     rows = await driver.fetch(
-        _LOOKUP_AND_WRITE_MANY, [r.license_key for r in requests], [r.identifier for r in requests],
+        _CREATE_MANY, [r.license_key for r in requests], [r.identifier for r in requests],
         [r.key for r in requests], [r.value for r in requests], [r.now for r in requests],
         [_complete(r) for r in requests], [json.dumps(r.payload) for r in requests],
-        [r.request_id for r in requests], META_CREATED,
+        [r.request_id for r in requests], META_CREATED, max_keys,
     )
     return [_result(row if row["id"] is not None else None) for row in rows]
+
+
+async def update_meta(conn: AsyncConnection, request: MetaWriteRequest, *, complete: bool) -> MetaWriteResult:
+    driver = await _driver(conn)
+    row = await driver.fetchrow(
+        _UPDATE, request.license_key, request.identifier, request.now, complete, json.dumps(request.payload),
+        request.request_id, request.key, request.value, META_UPDATED, META_UPDATE_UNCHANGED,
+    )
+    return _result(row)
+
+
+async def delete_meta(conn: AsyncConnection, request: MetaWriteRequest, *, complete: bool) -> MetaWriteResult:
+    driver = await _driver(conn)
+    row = await driver.fetchrow(
+        _DELETE, request.license_key, request.identifier, request.now, complete, json.dumps(request.payload),
+        request.request_id, request.key, META_DELETED,
+    )
+    return _result(row)
+
+
+async def read_meta(conn: AsyncConnection, request: MetaWriteRequest) -> MetaWriteResult:
+    driver = await _driver(conn)
+    row = await driver.fetchrow(
+        _READ, request.license_key, request.identifier, request.now, True, json.dumps(request.payload),
+        request.request_id, request.key, META_READ,
+    )
+    return _result(row)
+
+
+async def _driver(conn: AsyncConnection) -> Any:
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
 
 
 def _complete(request: MetaWriteRequest) -> bool:
@@ -155,4 +329,12 @@ def _result(row: Any) -> MetaWriteResult:
         product_id=row["product_id"], product_active=row["product_active"],
         product_own_key=bool(row["product_own_key"]), activated=bool(row["activated"]),
     )
-    return MetaWriteResult(view=view, meta_id=row["meta_id"], event_id=row["event_id"])
+    names = set(row.keys())
+    meta = row["meta"] if "meta" in names and row["meta"] is not None else []
+    if isinstance(meta, str):  # json arrives as text unless the connection decodes it
+        meta = json.loads(meta)
+    return MetaWriteResult(
+        view=view, meta_id=row["meta_id"] if "meta_id" in names else None, event_id=row["event_id"],
+        key_exists=bool(row.get("key_exists")), over_cap=bool(row.get("over_cap")),
+        changed=bool(row.get("changed")), meta=meta,
+    )

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # The sweeper re-rings outbox events not consumed after this many seconds.
     sweep_grace_seconds: float = Field(default=5.0, ge=0)
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
+    # How long an Idempotency-Key's decided answer is kept for replay (docs/api.md, "Idempotency keys").
+    idempotency_ttl_seconds: int = Field(default=86400, ge=1)
+    # Meta keys one license key may hold; a create beyond them is refused (901).
+    meta_max_keys_per_license: int = Field(default=100, ge=1)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
     # Rate limits of the signed endpoint (api/rate_limit.py; docs/api.md "Rate limits"). Off by default so the

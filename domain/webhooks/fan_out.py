@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from domain.catalog.models import LicenseKey
 from domain.events.models import OutboxEvent
-from domain.events.outbox import META_CREATED, WEBHOOK_EVENT_TYPES
+from domain.events.outbox import META_CREATED, META_WEBHOOK_EVENT_TYPES, WEBHOOK_EVENT_TYPES
 from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
@@ -50,14 +50,28 @@ def encode_body(payload: dict[str, Any]) -> str:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=True)
 
 
-def _meta_data(session: Session, meta_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+# The order of a meta event's data keys in the body (the stored snapshot is a JSON object, unordered).
+META_DATA_ORDER = ("meta_id", "version", "license_key", "product_id", "identifier", "key", "value",
+                   "previous_value", "created_at", "updated_at", "deleted_at")
+
+
+def _snapshot(event: OutboxEvent) -> dict[str, Any] | None:
+    """A meta event's ``data``: the snapshot its write statement took, never the row as it is now."""
+    if not isinstance(event.payload, dict) or not isinstance(event.payload.get("data"), dict):
+        return None
+    data: dict[str, Any] = event.payload["data"]
+    return {**{k: data[k] for k in META_DATA_ORDER if k in data}, **data}
+
+
+def _rows_of_created(session: Session, meta_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """``created`` events without a snapshot (written by a release that took none): the row, as version 1."""
     rows = session.execute(
         select(LicenseKeyMeta, LicenseKey.key, LicenseKey.product_id)
         .join(LicenseKey, LicenseKey.id == LicenseKeyMeta.license_key_id)
         .where(LicenseKeyMeta.id.in_(meta_ids))
     ).all()
     return {
-        meta.id: {"meta_id": meta.id, "license_key": key, "product_id": product_id,
+        meta.id: {"meta_id": meta.id, "version": 1, "license_key": key, "product_id": product_id,
                   "identifier": meta.identifier, "key": meta.key, "value": meta.value,
                   "created_at": iso_z(meta.created_at)}
         for meta, key, product_id in rows
@@ -72,13 +86,16 @@ def _generic_data(event: OutboxEvent) -> dict[str, Any] | None:
 
 
 def build_payloads(session: Session, events: Sequence[OutboxEvent]) -> dict[int, dict[str, Any]]:
-    """The webhook payload (docs/events.md) per event id; events whose subject is gone get none."""
-    meta_ids = [e.subject_id for e in events if e.type == META_CREATED and e.subject_id is not None]
-    metas = _meta_data(session, meta_ids) if meta_ids else {}
+    """The webhook payload (docs/events.md) per event id; a meta event without data gets none."""
+    unsnapped = [e.subject_id for e in events if e.type == META_CREATED and e.subject_id is not None
+                 and _snapshot(e) is None]
+    rows = _rows_of_created(session, unsnapped) if unsnapped else {}
     payloads: dict[int, dict[str, Any]] = {}
     for event in events:
-        if event.type == META_CREATED:
-            data = metas.get(event.subject_id) if event.subject_id is not None else None
+        if event.type in META_WEBHOOK_EVENT_TYPES:
+            data = _snapshot(event)
+            if data is None and event.type == META_CREATED and event.subject_id is not None:
+                data = rows.get(event.subject_id)
         else:
             data = _generic_data(event)
         if data is None:

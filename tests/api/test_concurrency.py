@@ -77,7 +77,7 @@ def test_concurrent_creates_across_licenses_do_not_interfere(settings) -> None:
 
 # --- the write statement (domain.license_meta.store) racing on connections of its own ------------------
 async def _write(conn: AsyncConnection, world: World, key: str, writer: int) -> MetaWriteResult:
-    [result] = await lookup_and_write_many(conn, [MetaWriteRequest(
+    [result] = await lookup_and_write_many(conn, max_keys=100, requests=[MetaWriteRequest(
         license_key=world.license_key, identifier=world.identifier, key=key, value=f"writer {writer}",
         payload={"writer": writer}, request_id=f"race-{writer}", now=utcnow())])
     return result

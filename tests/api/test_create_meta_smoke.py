@@ -64,7 +64,7 @@ def test_a_database_error_on_the_signed_endpoint_is_a_503_with_retry_after(clien
     async def unreachable(_request):
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("connection refused"))
 
-    monkeypatch.setattr(client.app.state.create_meta, "handle", unreachable)
+    monkeypatch.setattr(client.app.state.license_meta, "handle", unreachable)
     response = client.post("/api/v1/create-license-key-meta", data=world.form())
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert response.json() == {"error": "database unavailable, retry shortly"}

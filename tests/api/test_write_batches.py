@@ -28,7 +28,7 @@ async def _burst(settings, forms: list[dict[str, str]]) -> tuple[list[httpx.Resp
         transport = httpx.ASGITransport(app=app, client=(CLIENT_IP, 40000))
         async with httpx.AsyncClient(transport=transport, base_url="http://keymeta") as client:
             responses = list(await asyncio.gather(*(client.post(ENDPOINT, data=form) for form in forms)))
-        batcher = app.state.create_meta.write_batcher
+        batcher = app.state.license_meta.write_batcher
         return responses, batcher.batches, batcher.items
 
 
@@ -75,7 +75,7 @@ def test_one_statement_decides_each_request_as_its_own_statement_would(settings)
         engine = make_async_engine(settings)
         try:
             async with engine.connect() as conn:
-                return await lookup_and_write_many(conn, batch)
+                return await lookup_and_write_many(conn, batch, max_keys=100)
         finally:
             await engine.dispose()
 

@@ -9,8 +9,14 @@ import datetime as dt
 import pytest
 
 from domain.access.checks import ApiKeyRecord, BlockList, check_access, parse_address, parse_network
-from domain.license_meta.codes import CREATE_META_CAPABILITY, Code
-from domain.license_meta.rules import LicenseView, is_expired, license_decision, meta_fields_decision
+from domain.license_meta.codes import CREATE_META_CAPABILITY, Code, ExtensionCode, Operation
+from domain.license_meta.rules import (
+    LicenseView,
+    fields_decision,
+    is_expired,
+    license_decision,
+    meta_fields_decision,
+)
 from domain.license_meta.service import mask_license_key
 
 NOW = dt.datetime(2026, 11, 26, 18, 0, tzinfo=dt.UTC)
@@ -179,6 +185,20 @@ CODE_TABLE = [
     (452, "Meta key already exists", 200),
     (453, "Metadata created", 200),
     (901, "Incorrect data found", 200),
+    (350, "Meta key is required", 200),
+    (351, "Meta value is required", 200),
+    (352, "Meta key doesn't exist", 200),
+    (353, "Metadata updated", 200),
+    (250, "Meta key is required", 200),
+    (251, "Meta key doesn't exist", 200),
+    (252, "Metadata deleted", 200),
+]
+EXTENSION_TABLE = [
+    (4290, "Too many requests", 429),
+    (4220, "Idempotency key reused with different parameters", 422),
+    (4090, "A request with this idempotency key is in progress", 409),
+    (4540, "Metadata found", 200),
+    (4541, "Meta key doesn't exist", 200),
 ]
 
 
@@ -191,6 +211,38 @@ def test_code_message_and_status(number: int, message: str, status: int) -> None
 
 def test_every_code_is_in_the_spec_table() -> None:
     assert {int(c) for c in Code} == {number for number, _, _ in CODE_TABLE}
+
+
+@pytest.mark.parametrize(("number", "message", "status"), EXTENSION_TABLE)
+def test_extension_code_message_and_status(number: int, message: str, status: int) -> None:
+    code = ExtensionCode(number)
+    assert code.message.encode("utf-8") == message.encode("utf-8")
+    assert code.http_status == status
+
+
+def test_every_extension_code_is_in_the_table() -> None:
+    assert {int(c) for c in ExtensionCode} == {number for number, _, _ in EXTENSION_TABLE}
+
+
+# --- steps 13–14 of each operation ----------------------------------------------------------------------
+@pytest.mark.parametrize(("operation", "key", "value", "code"), [
+    (Operation.UPDATE, None, "v", Code.UPDATE_KEY_REQUIRED),
+    (Operation.UPDATE, None, None, Code.UPDATE_KEY_REQUIRED),
+    (Operation.UPDATE, "k", None, Code.UPDATE_VALUE_REQUIRED),
+    (Operation.UPDATE, "k", "v", None),
+    (Operation.DELETE, None, None, Code.DELETE_KEY_REQUIRED),
+    (Operation.DELETE, "k", None, None),  # a delete has no value
+    (Operation.GET, None, None, None),  # the key is optional
+    (Operation.GET, "k", None, None),
+    (Operation.CREATE, "k", None, Code.META_VALUE_REQUIRED),
+])
+def test_fields_decision(operation: Operation, key: str | None, value: str | None, code: Code | None) -> None:
+    assert fields_decision(operation, key, value) is code
+
+
+def test_each_operation_is_its_own_capability() -> None:
+    assert [op.capability for op in Operation] == ["create-license-key-meta", "update-license-key-meta",
+                                                   "delete-license-key-meta", "get-license-key-meta"]
 
 
 # --- audit masking -----------------------------------------------------------------------------------

@@ -78,7 +78,8 @@ def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, w
         meta_id = event.subject_id
     assert payload["type"] == "license_key_meta.created"
     assert set(payload) == {"type", "timestamp", "data"}
-    assert payload["data"] == {"meta_id": meta_id, "license_key": world.license_key, "product_id": world.product_id,
+    assert payload["data"] == {"meta_id": meta_id, "version": 1, "license_key": world.license_key,
+                               "product_id": world.product_id,
                                "identifier": world.identifier, "key": payload["data"]["key"], "value": "v\u00e9/1",
                                "created_at": payload["data"]["created_at"]}
     assert payload["timestamp"].endswith("Z") and payload["data"]["created_at"].endswith("Z")

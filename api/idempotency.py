@@ -1,0 +1,186 @@
+"""``Idempotency-Key`` on a mutation (docs/api.md, "Idempotency keys"): the first decided answer per (API key,
+key) is replayed byte for byte; a reuse with other parameters, a repeat while the first request runs and a
+malformed key get signed refusals of their own.
+
+An endpoint wraps its work in :func:`idempotent`. Only the reservation needs the database before the work;
+when that fails, the request is answered 503 and nothing runs, so a retry with the same key is always safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import anyio
+from sqlalchemy.exc import OperationalError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.client_ip import client_ip
+from api.errors import database_unavailable
+from api.metrics import record_result_code
+from domain.access.checks import api_key_digest
+from domain.idempotency import store
+from domain.idempotency.audit import audit_answer
+from domain.idempotency.codes import IDEMPOTENCY_REFUSED, IDEMPOTENT_REPLAY
+from domain.idempotency.keys import fingerprint, is_decided, key_problem
+from domain.idempotency.store import Reservation, ReservationOutcome
+from domain.license_meta.codes import AnyCode, Code, ExtensionCode
+from domain.license_meta.service import USER_AGENT_MAX, mask_license_key
+from domain.platform.logs import get_logger
+from domain.platform.models import utcnow
+from domain.platform.task_names import AUDIT_RECORD
+from domain.signing.keys import GLOBAL_SCOPE
+
+HEADER = "idempotency-key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+# What a replay repeats besides status and body. X-Request-Id is not among them: it names this request.
+KEPT_HEADERS = ("content-type", "x-signature-key-id", "x-signature-scheme")
+_REFUSALS = {ReservationOutcome.IN_PROGRESS: ExtensionCode.IDEMPOTENCY_IN_PROGRESS,
+             ReservationOutcome.MISMATCH: ExtensionCode.IDEMPOTENCY_KEY_REUSED}
+
+log = get_logger("keymeta.idempotency")
+
+
+async def idempotent(request: Request, endpoint: str, values: Mapping[str, object],
+                     handle: Callable[[], Awaitable[Response]], *,
+                     clock: Callable[[], dt.datetime] = utcnow) -> Response:
+    """``handle()`` once per (API key, Idempotency-Key) and parameters; without the header, just ``handle()``.
+
+    ``endpoint`` names the operation (it is part of the fingerprint), ``values`` are the parsed parameters.
+    A request without an API key has no scope for its key and goes straight to ``handle()`` (it is a 100).
+    """
+    header_values = request.headers.getlist(HEADER)
+    if not header_values:
+        return await handle()
+    api_key = values.get("api_key")
+    scope = api_key_digest(api_key) if isinstance(api_key, str) and api_key else None
+    problem = key_problem(header_values)
+    if problem is None and scope is None:
+        return await handle()
+    state = request.app.state
+    now = clock()
+    reservation: Reservation | None = None
+    try:
+        # The connection is returned before any signing or handling: those take connections of their own.
+        async with state.engine.connect() as conn:
+            if problem is not None:
+                await _audit(request, conn, IDEMPOTENCY_REFUSED, scope, endpoint, values, Code.INCORRECT_DATA, now)
+            else:
+                assert scope is not None
+                reservation = await store.reserve(conn, scope, header_values[0], fingerprint(endpoint, values),
+                                                  now, state.settings.idempotency_ttl_seconds)
+                if reservation.outcome is ReservationOutcome.REPLAY:
+                    await _audit(request, conn, IDEMPOTENT_REPLAY, scope, endpoint, values,
+                                 _replayed_code(reservation), now)
+                elif reservation.outcome is not ReservationOutcome.PROCEED:
+                    await _audit(request, conn, IDEMPOTENCY_REFUSED, scope, endpoint, values,
+                                 _REFUSALS[reservation.outcome], now)
+        if reservation is None:
+            return await _signed(request, Code.INCORRECT_DATA, 400, {"errors": {"idempotency_key": [problem]}})
+        if reservation.outcome is ReservationOutcome.REPLAY:
+            return _replay(request, reservation)
+        if reservation.outcome is not ReservationOutcome.PROCEED:
+            code = _REFUSALS[reservation.outcome]
+            response = await _signed(request, code, code.http_status, {})
+            if code is ExtensionCode.IDEMPOTENCY_IN_PROGRESS:
+                response.headers["Retry-After"] = "1"
+            return response
+    except (OperationalError, OSError) as exc:  # a refused connection is an OSError, not a DBAPI error
+        wrapped = exc if isinstance(exc, OperationalError) else OperationalError(None, None, exc)
+        return await database_unavailable(request, wrapped)
+    return await _run(request, reservation, handle)
+
+
+async def _run(request: Request, reservation: Reservation, handle: Callable[[], Awaitable[Response]]) -> Response:
+    """The held key's work; its answer is kept when decided, else the key is freed for a retry."""
+    engine = request.app.state.engine
+    try:
+        response = await handle()
+    except BaseException:
+        with anyio.CancelScope(shield=True):  # a cancelled request must still free its key
+            await _release_quietly(engine, reservation)
+        raise
+    try:
+        async with engine.connect() as conn:
+            if is_decided(response.status_code, _envelope_code(response)):
+                kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+                await store.record(conn, reservation, response.status_code, kept, bytes(response.body))
+            else:
+                await store.release(conn, reservation)
+    except (OperationalError, OSError) as exc:
+        # The work is done and its answer is the truth: send it. The key stays in progress until its lease ends.
+        log.error("idempotency.record_failed", error=str(exc), path=request.url.path)
+    return response
+
+
+async def _release_quietly(engine: Any, reservation: Reservation) -> None:
+    try:
+        async with engine.connect() as conn:
+            await store.release(conn, reservation)
+    except Exception as exc:  # noqa: BLE001 - the handler's own error is the one to report; the lease ends it
+        log.warning("idempotency.release_failed", error=str(exc))
+
+
+def _replayed_code(reservation: Reservation) -> int:
+    assert reservation.response is not None
+    return _code_of(reservation.response.body) or 0  # kept answers are envelopes: the 0 never shows
+
+
+def _replay(request: Request, reservation: Reservation) -> Response:
+    stored = reservation.response
+    assert stored is not None
+    record_result_code(request, _replayed_code(reservation))
+    return Response(content=stored.body, status_code=stored.status,
+                    headers={**stored.headers, REPLAYED_HEADER: "true"})
+
+
+async def _signed(request: Request, code: AnyCode, http_status: int,
+                  extras: dict[str, Any]) -> Response:
+    record_result_code(request, code)
+    response: Response = await request.app.state.signer.respond(code, GLOBAL_SCOPE, http_status=http_status,
+                                                                extras=extras)
+    return response
+
+
+async def _audit(request: Request, conn: Any, event_type: str, scope: str | None, endpoint: str,
+                 values: Mapping[str, object], code: int, now: dt.datetime) -> None:
+    state = request.app.state
+    peer = request.client.host if request.client else None
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    license_key = values.get("license_key")
+    context = {
+        "source_ip": client_ip(peer, forwarded_for, state.trusted_proxies),
+        "user_agent": (request.headers.get("user-agent") or "")[:USER_AGENT_MAX] or None,
+        "identifier": _text(values.get("identifier")),
+        "license_key_masked": mask_license_key(license_key if isinstance(license_key, str) else None),
+        "meta_key": _text(values.get("key")),
+        "product_id": None,
+        "detail": {"endpoint": endpoint},
+    }
+    request_id = request.scope.get("state", {}).get("request_id")
+    event_id = await audit_answer(conn, event_type, scope, context, outcome_code=int(code), request_id=request_id,
+                                  now=now)
+    state.doorbell.ring(AUDIT_RECORD, [event_id], request_id)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _envelope_code(response: Response) -> int | None:
+    body = getattr(response, "body", None)
+    return _code_of(body) if isinstance(body, bytes | memoryview) else None
+
+
+def _code_of(body: bytes | memoryview) -> int | None:
+    """The envelope's ``response.code``, or None when the body is no envelope."""
+    try:
+        document = json.loads(bytes(body))
+    except ValueError:
+        return None
+    inner = document.get("response") if isinstance(document, dict) else None
+    code = inner.get("code") if isinstance(inner, dict) else None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
