@@ -19,7 +19,8 @@ from domain.access.checks import parse_network
 from domain.license_meta.service import MetaService
 from domain.platform.database import make_async_engine
 from domain.platform.logs import configure_logging, get_logger
-from domain.platform.settings import Settings, get_settings
+from domain.platform.settings import Settings
+from domain.platform.startup import ready_settings
 from domain.signing.keys import GLOBAL_SCOPE, SignerStore
 from domain.signing.master_key import load_master_key
 
@@ -27,7 +28,7 @@ log = get_logger("keymeta.api")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = settings or ready_settings()
     configure_logging(settings)
 
     @asynccontextmanager

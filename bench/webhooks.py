@@ -3,7 +3,7 @@
     python -m bench.webhooks [--endpoints 10] [--events 100] [--threads 16] [--postgres ADMIN_URL]
 
 A uvicorn sink (a bare ASGI app answering 200) runs in a subprocess. keymeta is measured in-process through
-``domain.webhooks.runner`` exactly as a ``webhooks.deliver`` task runs it: 200 ids per batch (the doorbell's
+``domain.webhooks.jobs`` exactly as a ``webhooks.deliver`` task runs it: 200 ids per batch (the doorbell's
 message size), claim → signed POSTs on ``--threads`` threads → one record transaction per attempt. The
 baseline POSTs the same bodies with ``--threads`` threads, once with a keep-alive pool and once with a new
 connection per request (keymeta opens one per attempt: it is pinned to the vetted address). The database is
@@ -110,7 +110,7 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     from domain.events.outbox import META_CREATED, add_event
     from domain.license_meta.models import LicenseKeyMeta
     from domain.platform.database import unit_of_work
-    from domain.webhooks import runner
+    from domain.webhooks import jobs
     from domain.webhooks.models import WebhookDelivery
 
     with unit_of_work() as session:
@@ -125,12 +125,12 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     started = time.perf_counter()
     delivery_ids: list[int] = []
     for start in range(0, len(event_ids), 50):
-        delivery_ids += runner.fan_out_events(event_ids[start:start + 50])
+        delivery_ids += jobs.fan_out_events(event_ids[start:start + 50])
     fan_out_rate = len(delivery_ids) / (time.perf_counter() - started)
 
     started = time.perf_counter()
     for start in range(0, len(delivery_ids), 200):  # one webhooks.deliver message carries up to 200 ids
-        runner.deliver(delivery_ids[start:start + 200])
+        jobs.deliver(delivery_ids[start:start + 200])
     delivered = time.perf_counter() - started
     with unit_of_work() as session:
         done = session.scalar(select(func.count()).select_from(WebhookDelivery)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from domain.platform.embedded_postgres import EmbeddedPostgresError
+from domain.platform import startup
+from domain.platform.startup import START_PROBLEMS
 
 
 class OneLineErrors(click.Group):
@@ -34,22 +34,10 @@ class OneLineErrors(click.Group):
         except click.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
-        except EmbeddedPostgresError as exc:  # any command that needs the database starts the embedded server
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        except ValidationError as exc:  # KEYMETA_* settings, read by the first command that needs them
-            click.echo(f"error: invalid configuration: {_first_problem(exc)}", err=True)
+        except START_PROBLEMS as exc:  # settings, or the embedded server a command that needs the database starts
+            click.echo(f"error: {startup.describe(exc)}", err=True)
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
-
-
-def _first_problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error.get("loc", ()))
-    message = str(error.get("msg", exc)).removeprefix("Value error, ")
-    if field and "KEYMETA_" not in message:
-        message = f"{field}: {message}"
-    return " ".join(message.split())
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,6 +14,7 @@ from kombu import Queue
 from domain.events.doorbell import MAX_IDS_PER_MESSAGE, QueuedDoorbell
 from domain.platform.logs import configure_logging
 from domain.platform.settings import get_settings
+from domain.platform.startup import ready_settings, settings_or_exit
 from domain.platform.task_names import QUEUES, queue_name
 from messaging.celery_config import celery_config, route_for
 from workers.schedule import beat_schedule
@@ -27,7 +28,7 @@ def _route(name: str, args: Any, kwargs: Any, options: Any, task: Any = None, **
 
 
 def make_celery() -> Celery:
-    settings = get_settings()
+    settings = settings_or_exit()
     configure_logging(settings)
     app = Celery("keymeta", include=TASK_MODULES)
     app.config_from_object(celery_config(settings))
@@ -69,6 +70,13 @@ def _bind_request_id(task: Any = None, **_: Any) -> None:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(task=task.name if task is not None else None,
                                            request_id=request_id)
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _reach_the_database(**_: Any) -> None:
+    # At start, not at the first task: a worker that cannot reach its database says so and exits.
+    ready_settings()
 
 
 @signals.worker_process_init.connect

@@ -1,7 +1,7 @@
-"""webhooks.fan_out, webhooks.deliver and sweep.deliveries: thin wrappers over domain.webhooks.runner.
+"""webhooks.fan_out, webhooks.deliver and sweep.deliveries: thin wrappers over domain.webhooks.jobs.
 
 webhooks.fan_out sends the first deliveries of its events itself (created claimed, see
-``runner.fan_out_and_deliver``) and rings webhooks.deliver for the rest.
+``jobs.fan_out_and_deliver``) and rings webhooks.deliver for the rest.
 
 Each is idempotent (status checks and unique constraints in the domain code), so acks_late redelivery
 is harmless. Retries live in the delivery rows (``next_attempt_at``), driven by sweep.deliveries, never by
@@ -19,7 +19,7 @@ from domain.platform.logs import get_logger, request_id_fields
 from domain.platform.settings import get_settings
 from domain.platform.task_names import AUDIT_RECORD, SWEEP_DELIVERIES, WEBHOOKS_DELIVER, WEBHOOKS_FAN_OUT
 from domain.webhooks import fan_out as fan_out_rows
-from domain.webhooks import replay, runner
+from domain.webhooks import jobs, replay
 from workers.app import celery_app, doorbell, send_now
 from workers.validation import row_ids
 
@@ -44,7 +44,7 @@ def fan_out(self: Task, event_ids: Any) -> None:
         if result.unclaimed_ids:
             doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
 
-    report = runner.fan_out_and_deliver(ids, hand_on=hand_on)
+    report = jobs.fan_out_and_deliver(ids, hand_on=hand_on)
     result, delivered = report.fanned_out, report.delivered
     if delivered.audit_event_ids:
         doorbell().ring(AUDIT_RECORD, delivered.audit_event_ids, request_id)
@@ -57,7 +57,7 @@ def deliver(self: Task, delivery_ids: Any) -> None:
     ids = row_ids(WEBHOOKS_DELIVER, delivery_ids)
     if not ids:
         return
-    report = runner.deliver(ids)
+    report = jobs.deliver(ids)
     if report.audit_event_ids:
         doorbell().ring(AUDIT_RECORD, report.audit_event_ids, _request_id(self))
     if report.claimed:
@@ -68,7 +68,7 @@ def deliver(self: Task, delivery_ids: Any) -> None:
 @celery_app.task(name=SWEEP_DELIVERIES)
 def sweep_deliveries() -> None:
     settings = get_settings()
-    due = runner.sweep_deliveries(settings)
+    due = jobs.sweep_deliveries(settings)
     if not due:
         return
     try:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from domain.access.models import ApiKey
@@ -214,13 +214,3 @@ def list_records(session: Session, since: dt.datetime | None = None, limit: int 
     if since is not None:
         query = query.where(AuditRecord.recorded_at >= since)
     return list(reversed(session.scalars(query).all()))
-
-
-def pending_audit_ids(session: Session, older_than: dt.datetime, limit: int) -> list[int]:
-    return list(session.scalars(
-        select(OutboxEvent.id).where(OutboxEvent.audited_at.is_(None), OutboxEvent.created_at <= older_than)
-        .order_by(OutboxEvent.id).limit(limit)))
-
-
-def chain_length(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(AuditRecord)) or 0)

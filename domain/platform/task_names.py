@@ -6,8 +6,6 @@ isolate them separately (a slow webhook consumer never delays the audit log).
 
 from __future__ import annotations
 
-from typing import Protocol
-
 AUDIT_RECORD = "audit.record"  # args: (event_ids: list[int])
 WEBHOOKS_FAN_OUT = "webhooks.fan_out"  # args: (event_ids: list[int])
 WEBHOOKS_DELIVER = "webhooks.deliver"  # args: (delivery_ids: list[int])
@@ -33,9 +31,3 @@ def queue_for(task_name: str) -> str:
 def queue_name(queue: str, prefix: str) -> str:
     """Physical queue name; a prefix lets several deployments (or test runs) share one broker."""
     return f"{prefix}{queue}"
-
-
-class Doorbell(Protocol):
-    """Says "these rows are ready now". Best effort by design: the sweeper re-rings what it misses."""
-
-    def ring(self, task_name: str, ids: list[int], request_id: str | None = None) -> None: ...

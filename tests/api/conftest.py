@@ -151,7 +151,7 @@ def client_at(settings: Settings, _client_pool: dict[tuple[str, str], TestClient
     """``client_at("192.0.2.7")``: a client whose socket peer is that address.
 
     The app (and its lifespan) is shared per database and address for the whole session: starting one
-    costs ~50 ms (unsealing and validating the RSA key), and with cache TTL 0 it keeps no state between
+    costs a key unsealing and validation, and with cache TTL 0 it keeps no state between
     tests that the database does not hold.
     """
     from api.app import create_app

@@ -12,7 +12,7 @@ from domain.access import api_keys
 from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
-from domain.webhooks import audit_events, runner
+from domain.webhooks import audit_events, jobs
 from tests.conftest import CLIENT_IP, World
 from tests.webhook_sink import Reply, Sink
 from tests.webhook_support import meta_events, outbox_events
@@ -127,9 +127,9 @@ def test_duplicate_is_409_and_unknown_ids_404(admin: tuple[TestClient, int], sin
 def test_deliveries_with_attempts_and_replay(admin: tuple[TestClient, int], world: World, sink: Sink) -> None:
     client, _ = admin
     endpoint = create(client, sink.on("/log", Reply(500, b"nope"), Reply(200)))
-    created = runner.fan_out_events(meta_events(world, 2))
-    runner.deliver(created[:1])  # 500
-    runner.deliver(created[1:])  # 200
+    created = jobs.fan_out_events(meta_events(world, 2))
+    jobs.deliver(created[:1])  # 500
+    jobs.deliver(created[1:])  # 200
     page = client.get(f"{BASE}/{endpoint['id']}/deliveries", params={"limit": 1}).json()
     assert [d["id"] for d in page["deliveries"]] == [created[1]] and page["next_before_id"] == created[1]
     rest = client.get(f"{BASE}/{endpoint['id']}/deliveries", params={"before_id": created[1]}).json()
@@ -141,13 +141,13 @@ def test_deliveries_with_attempts_and_replay(admin: tuple[TestClient, int], worl
 
     # A pending delivery is re-queued for now; a finished one is sent again with the same webhook-id.
     assert client.post(f"{BASE}/{endpoint['id']}/deliveries/{created[0]}/replay").status_code == 202
-    runner.deliver(created)
+    jobs.deliver(created)
     [first] = [d for d in client.get(f"{BASE}/{endpoint['id']}/deliveries").json()["deliveries"]
                if d["id"] == created[0]]
     assert first["status"] == "succeeded"
     replayed = client.post(f"{BASE}/{endpoint['id']}/deliveries/{created[0]}/replay")
     assert replayed.status_code == 202 and replayed.json()["status"] == "pending"
-    runner.deliver([created[0]])
+    jobs.deliver([created[0]])
     ids = [r.headers["webhook-id"] for r in sink.at("/log")]
     assert ids.count(first["msg_id"]) >= 2
 

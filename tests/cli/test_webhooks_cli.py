@@ -13,7 +13,7 @@ from standardwebhooks.webhooks import Webhook
 from cli import main
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
-from domain.webhooks import audit_events, runner
+from domain.webhooks import audit_events, jobs
 from domain.webhooks.models import WebhookEndpoint
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink
@@ -95,14 +95,14 @@ def test_rotate_secret_both_secrets_verify(settings: Settings, world: World, sin
     created = ok_json("create", "--url", sink.on("/rot", Reply(200)))
     rotated = ok_json("rotate-secret", str(created["id"]))
     assert rotated["secret"] != created["secret"] and rotated["secret_version"] == 2
-    runner.deliver(runner.fan_out_events(meta_events(world)))
+    jobs.deliver(jobs.fan_out_events(meta_events(world)))
     [request] = sink.at("/rot")
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     for secret in (created["secret"], rotated["secret"]):
         Webhook(secret).verify(request.body, request.headers)
 
     again = ok_json("rotate-secret", str(created["id"]), "--overlap", "0")  # no overlap: only the newest signs
-    runner.deliver(runner.fan_out_events(meta_events(world)))
+    jobs.deliver(jobs.fan_out_events(meta_events(world)))
     latest = sink.at("/rot")[-1]
     assert len(latest.headers["webhook-signature"].split(" ")) == 1
     Webhook(again["secret"]).verify(latest.body, latest.headers)
@@ -112,19 +112,19 @@ def test_rotate_secret_both_secrets_verify(settings: Settings, world: World, sin
 
 def test_replay_by_delivery_and_since(settings: Settings, world: World, sink: Sink) -> None:
     ok_json("create", "--url", sink.on("/replay", Reply(200)))
-    created = runner.fan_out_events(meta_events(world, 2))
-    runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world, 2))
+    jobs.deliver(created)
     assert len(sink.at("/replay")) == 2
 
     replayed = ok_json("replay", "--delivery", str(created[0]))
     assert replayed["replayed"] == [created[0]] and replayed["status"] == "pending"
-    runner.deliver(runner.sweep_deliveries())  # what beat + worker do
+    jobs.deliver(jobs.sweep_deliveries())  # what beat + worker do
     third = sink.at("/replay")[2]
     assert third.headers["webhook-id"] == deliveries(id=created[0])[0].msg_id  # same id: consumers dedupe
 
     since = ok_json("replay", "--since", "2000-01-01T00:00:00Z")
     assert since["count"] == 2 and sorted(since["replayed"]) == sorted(created)
-    runner.deliver(runner.sweep_deliveries())
+    jobs.deliver(jobs.sweep_deliveries())
     assert len(sink.at("/replay")) == 5
     assert ok_json("replay", "--since", "2999-01-01")["count"] == 0
     assert len(outbox_events(audit_events.DELIVERIES_REPLAYED)) == 3
@@ -139,16 +139,16 @@ def test_replay_errors(settings: Settings) -> None:
 
 def test_replay_to_a_disabled_endpoint_is_refused(settings: Settings, world: World, sink: Sink) -> None:
     created = ok_json("create", "--url", sink.url("/off"))
-    [delivery_id] = runner.fan_out_events(meta_events(world))
-    runner.deliver([delivery_id])
+    [delivery_id] = jobs.fan_out_events(meta_events(world))
+    jobs.deliver([delivery_id])
     ok_json("disable", str(created["id"]))
     assert "is disabled; enable it before replaying" in fails("replay", "--delivery", str(delivery_id))
 
 
 def test_deliveries_log(settings: Settings, world: World, sink: Sink) -> None:
     created = ok_json("create", "--url", sink.on("/log", Reply(500, b"nope"), Reply(200)))
-    [delivery_id] = runner.fan_out_events(meta_events(world))
-    runner.deliver([delivery_id])
+    [delivery_id] = jobs.fan_out_events(meta_events(world))
+    jobs.deliver([delivery_id])
     log = ok_json("deliveries", "--endpoint", str(created["id"]), "--attempts")["deliveries"]
     assert log[0]["id"] == delivery_id and log[0]["status"] == "pending"
     assert log[0]["attempt_log"][0]["status_code"] == 500 and log[0]["attempt_log"][0]["response_excerpt"] == "nope"

@@ -2,7 +2,7 @@
 
 A real scenario, without a broker: create-meta requests through the in-process app with known
 ``X-Request-Id`` headers, then the audit and webhook task bodies (which call ``domain.events.audit.record_events``,
-``runner.fan_out_and_deliver`` and ``runner.deliver``) with the message context a worker binds before each task
+``jobs.fan_out_and_deliver`` and ``jobs.deliver``) with the message context a worker binds before each task
 (``task_prerun``), delivering to a real HTTP sink on 127.0.0.1. structlog is configured as in production
 (JSON to stderr, here at debug level) and stderr is captured.
 """

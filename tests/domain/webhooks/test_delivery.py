@@ -16,7 +16,7 @@ from domain.events.models import OutboxEvent
 from domain.platform.database import unit_of_work
 from domain.platform.models import utcnow
 from domain.platform.settings import Settings
-from domain.webhooks import audit_events, delivery, runner, transport
+from domain.webhooks import audit_events, delivery, jobs, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink, closed_port
@@ -38,10 +38,10 @@ def endpoint_row(endpoint_id: int) -> WebhookEndpoint:
 
 def run_until_settled(delivery_ids: list[int], timeout: float = 10.0) -> list[WebhookDelivery]:
     """Drive deliveries the way the workers do: deliver what is due, sweep for retries, until none is pending."""
-    runner.deliver(delivery_ids)
+    jobs.deliver(delivery_ids)
 
     def settled() -> list[WebhookDelivery] | None:
-        runner.deliver(runner.sweep_deliveries())
+        jobs.deliver(jobs.sweep_deliveries())
         rows = [r for r in deliveries() if r.id in delivery_ids]
         return rows if all(r.status not in ("pending", "in_progress") for r in rows) else None
 
@@ -49,25 +49,25 @@ def run_until_settled(delivery_ids: list[int], timeout: float = 10.0) -> list[We
 
 
 def deliver_at(now: dt.datetime, delivery_ids: list[int], settings: Settings) -> list[delivery.Recorded]:
-    """``runner.deliver`` on a fixed clock: the same claim, send and record steps, each given ``now``.
+    """``jobs.deliver`` on a fixed clock: the same claim, send and record steps, each given ``now``.
 
-    ``runner.deliver`` reads the real clock itself; the policy's windows are tested here against ``now``.
+    ``jobs.deliver`` reads the real clock itself; the policy's windows are tested here against ``now``.
     """
     with unit_of_work() as session:
-        claims = delivery.claim(session, delivery_ids, runner.claim_terms(settings), now=now)
-    results = [(claim, delivery.send(claim, runner.send_limits(settings))) for claim in claims]
+        claims = delivery.claim(session, delivery_ids, jobs.claim_terms(settings), now=now)
+    results = [(claim, delivery.send(claim, jobs.send_limits(settings))) for claim in claims]
     with unit_of_work() as session:
-        return delivery.record_many(session, results, runner.retry_policy(settings), now=now)
+        return delivery.record_many(session, results, jobs.retry_policy(settings), now=now)
 
 
 def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, world: World, sink: Sink) -> None:
     endpoint = register(sink.on("/hook", Reply(200)))
     [event_id] = meta_events(world, value="v\u00e9/1")
-    created = runner.fan_out_events([event_id])
+    created = jobs.fan_out_events([event_id])
     assert len(created) == 1
 
     before = int(time.time())
-    report = runner.deliver(created)
+    report = jobs.deliver(created)
     after = int(time.time())
     assert report.outcomes == {"succeeded": 1}
     [request] = sink.at("/hook")
@@ -105,8 +105,8 @@ def test_fan_out_is_idempotent_and_respects_subscriptions(settings: Settings, wo
         session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == other_type.id)
                         .values(event_types=["some.other_type"]))
     events = meta_events(world, 3)
-    first = runner.fan_out_events(events)
-    again = runner.fan_out_events(events)
+    first = jobs.fan_out_events(events)
+    again = jobs.fan_out_events(events)
     assert len(first) == 6 and again == []
     rows = deliveries()
     expected = {(e, p) for e in events for p in (subscribed.id, everything.id)}
@@ -123,7 +123,7 @@ def test_many_endpoints_many_events_concurrent_fan_out_no_duplicates(settings: S
     results: list[list[int]] = []
 
     def fan(ids: list[int]) -> None:
-        results.append(runner.fan_out_events(ids))
+        results.append(jobs.fan_out_events(ids))
 
     threads = [threading.Thread(target=fan, args=(events[i::2] + events,)) for i in range(4)]
     for thread in threads:
@@ -135,7 +135,7 @@ def test_many_endpoints_many_events_concurrent_fan_out_no_duplicates(settings: S
     assert len(deliveries()) == 12 * 25
 
     # Deliver everything twice over (duplicate messages): each message arrives exactly once.
-    threads = [threading.Thread(target=runner.deliver, args=(created,)) for _ in range(3)]
+    threads = [threading.Thread(target=jobs.deliver, args=(created,)) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -152,8 +152,8 @@ def test_many_endpoints_many_events_concurrent_fan_out_no_duplicates(settings: S
 def test_failure_then_success_retries_on_schedule_with_the_same_id(settings: Settings, world: World,
                                                                     sink: Sink) -> None:
     endpoint = register(sink.on("/flaky", Reply(500, b"boom"), Reply(200)))
-    created = runner.fan_out_events(meta_events(world))
-    report = runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world))
+    report = jobs.deliver(created)
     assert report.outcomes == {"pending": 1}
     [row] = deliveries(id=created[0])
     delay = (row.next_attempt_at - row.updated_at).total_seconds() if row.next_attempt_at else -1
@@ -176,7 +176,7 @@ def test_failure_then_success_retries_on_schedule_with_the_same_id(settings: Set
 
 def test_exhausted_after_the_schedule_and_audited(settings: Settings, world: World, sink: Sink) -> None:
     register(sink.on("/down", Reply(503, b"down")))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     [row] = run_until_settled(created)
     assert row.status == "failed" and row.attempts == 4  # first try + 3 retries of "0.2,0.5,1"
     attempts = attempts_of(row.id)
@@ -195,13 +195,13 @@ def test_exhausted_after_the_schedule_and_audited(settings: Settings, world: Wor
 
 def test_410_disables_the_endpoint_and_cancels_the_rest(settings: Settings, world: World, sink: Sink) -> None:
     endpoint = register(sink.on("/gone", Reply(410)))
-    created = runner.fan_out_events(meta_events(world, 3))
-    runner.deliver(created[:1])
+    created = jobs.fan_out_events(meta_events(world, 3))
+    jobs.deliver(created[:1])
     row = endpoint_row(endpoint.id)
     assert not row.enabled and row.disabled_reason == "endpoint answered 410 Gone"
     [event] = outbox_events(audit_events.ENDPOINT_DISABLED, endpoint.id)
     assert event.payload["actor"] == "webhooks"
-    runner.deliver(created[1:])
+    jobs.deliver(created[1:])
     assert [r.status for r in deliveries()] == ["failed", "cancelled", "cancelled"]
     assert len(sink.at("/gone")) == 1
 
@@ -209,7 +209,7 @@ def test_410_disables_the_endpoint_and_cancels_the_rest(settings: Settings, worl
 def test_continuous_failure_for_the_window_disables(settings: Settings, world: World, sink: Sink) -> None:
     sick = register(sink.on("/sick", Reply(500)))
     ailing = register(sink.on("/ailing", Reply(500)))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     now = max(r.next_attempt_at for r in deliveries() if r.next_attempt_at)  # a fixed clock: both are due
     window = dt.timedelta(seconds=settings.webhook_disable_after_seconds)
     with unit_of_work() as session:  # failing since just before, and just inside, the 5-day window
@@ -229,7 +229,7 @@ def test_continuous_failure_for_the_window_disables(settings: Settings, world: W
 
 def test_a_success_resets_the_failure_streak(settings: Settings, world: World, sink: Sink) -> None:
     endpoint = register(sink.on("/ok", Reply(200)))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     [row] = deliveries(id=created[0])
     now = row.next_attempt_at
     assert now is not None
@@ -242,8 +242,8 @@ def test_a_success_resets_the_failure_streak(settings: Settings, world: World, s
 
 def test_retry_after_is_honoured(settings: Settings, world: World, sink: Sink) -> None:
     register(sink.on("/busy", Reply(429, headers={"Retry-After": "2"}), Reply(200)))
-    created = runner.fan_out_events(meta_events(world))
-    runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world))
+    jobs.deliver(created)
     [row] = deliveries()
     assert row.next_attempt_at is not None
     assert 1.9 <= (row.next_attempt_at - row.updated_at).total_seconds() <= 2.1  # not the 0.2 s of the schedule
@@ -259,8 +259,8 @@ def test_retry_after_is_honoured(settings: Settings, world: World, sink: Sink) -
 def test_failures_are_recorded_attempts(settings: Settings, world: World, sink: Sink, reply: Reply,
                                         kind: str) -> None:
     register(sink.on("/bad", reply))
-    created = runner.fan_out_events(meta_events(world))
-    runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world))
+    jobs.deliver(created)
     [attempt] = attempts_of(created[0])
     assert attempt.outcome == "failure"
     if kind == "redirect":
@@ -286,8 +286,8 @@ def test_failures_are_recorded_attempts(settings: Settings, world: World, sink: 
 
 def test_connection_refused_is_a_recorded_failure(settings: Settings, world: World) -> None:
     register(f"http://127.0.0.1:{closed_port()}/hook")
-    created = runner.fan_out_events(meta_events(world))
-    runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world))
+    jobs.deliver(created)
     [attempt] = attempts_of(created[0])
     assert attempt.outcome == "failure" and attempt.status_code is None
     assert (attempt.error or "").startswith("connection failed")
@@ -297,7 +297,7 @@ def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, worl
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     register(sink.on("/huge", Reply(200, stream_bytes=50 * 1024 * 1024)))
     register(sink.on("/binary", Reply(500, b"\xff\xfe\x00\x80bad\x00")))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     # Every socket read of an attempt goes through the deadline stream: count what was actually read.
     read_sizes: list[int] = []
     deadline_read = transport._DeadlineStream.read
@@ -308,7 +308,7 @@ def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, worl
         return data
 
     monkeypatch.setattr(transport._DeadlineStream, "read", counting_read)
-    runner.deliver(created)
+    jobs.deliver(created)
     # The excerpt plus at most a couple of 64 KiB socket reads (headers, the second, small response), never
     # the 50 MiB the sink would send.
     assert 0 < sum(read_sizes) <= settings.webhook_response_excerpt_bytes + 3 * 64 * 1024, sum(read_sizes)
@@ -323,9 +323,9 @@ def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, worl
 def test_send_time_ssrf_refusal(settings: Settings, world: World, sink: Sink,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     register(sink.url("/hook", host="localhost"))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     reconfigure(monkeypatch, KEYMETA_WEBHOOK_ALLOWED_CIDRS="")  # loopback no longer allow-listed
-    runner.deliver(created)
+    jobs.deliver(created)
     [attempt] = attempts_of(created[0])
     assert attempt.outcome == "failure" and (attempt.error or "").startswith("address refused")
     assert "loopback" in (attempt.error or "") and attempt.address is None
@@ -341,13 +341,13 @@ def test_dns_answer_is_pinned_host_header_kept(settings: Settings, world: World,
     answers: dict[str, list[str]] = {"hooks.test": ["127.0.0.1"]}
     monkeypatch.setattr(ssrf, "resolve", lambda host, port, timeout: [ipaddress.ip_address(a) for a in answers[host]])
     register(f"http://hooks.test:{sink.port}/pinned")
-    created = runner.fan_out_events(meta_events(world, 2))
-    runner.deliver(created[:1])
+    created = jobs.fan_out_events(meta_events(world, 2))
+    jobs.deliver(created[:1])
     [request] = sink.at("/pinned")
     assert request.headers["host"] == f"hooks.test:{sink.port}"
 
     answers["hooks.test"] = ["10.1.2.3"]  # rebinding to an internal address: refused, nothing sent
-    runner.deliver(created[1:])
+    jobs.deliver(created[1:])
     [attempt] = attempts_of(created[1])
     assert "10.1.2.3 is private" in (attempt.error or "")
     assert len(sink.at("/pinned")) == 1
@@ -356,11 +356,11 @@ def test_dns_answer_is_pinned_host_header_kept(settings: Settings, world: World,
 def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Settings, world: World, sink: Sink,
                                                                master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     with unit_of_work() as session:  # a worker claims, then dies before recording
         [lost] = delivery.claim(session, created, delivery.ClaimTerms(master_key, lease_seconds=1.5))
-    assert runner.deliver(created).claimed == 0  # leased
-    assert runner.sweep_deliveries() == []  # rung at fan-out; the lease still runs
+    assert jobs.deliver(created).claimed == 0  # leased
+    assert jobs.sweep_deliveries() == []  # rung at fan-out; the lease still runs
     [row] = run_until_settled(created)
     assert row.status == "succeeded" and row.attempts == 2
     assert [a.outcome for a in attempts_of(row.id)] == ["lost", "success"]
@@ -369,7 +369,7 @@ def test_lost_worker_lease_expires_and_the_delivery_is_retried(settings: Setting
         from domain.webhooks.transport import SendResult
 
         recorded = delivery.record(session, lost, SendResult(utcnow(), 1, status_code=500),
-                                   runner.retry_policy(settings))
+                                   jobs.retry_policy(settings))
     assert recorded.status == "stale" and deliveries()[0].status == "succeeded"
 
 
@@ -378,7 +378,7 @@ def test_sweeper_rings_only_what_is_due_and_not_recently_rung(settings: Settings
     current = reconfigure(monkeypatch, KEYMETA_WEBHOOK_RETRY_SCHEDULE="1.5", KEYMETA_WEBHOOK_RETRY_JITTER="0",
                           KEYMETA_WEBHOOK_RERING_SECONDS="1.5")
     register(sink.on("/hook", Reply(500), Reply(200)))
-    created = runner.fan_out_events(meta_events(world))
+    created = jobs.fan_out_events(meta_events(world))
     [row] = deliveries(id=created[0])
     now = row.next_attempt_at  # a fixed clock, from the fan-out's own
     assert now is not None
@@ -402,7 +402,7 @@ def test_sweeper_rings_only_what_is_due_and_not_recently_rung(settings: Settings
 
 def test_body_is_stable_across_attempts(settings: Settings, world: World, sink: Sink) -> None:
     register(sink.on("/flaky", Reply(500), Reply(200)))
-    run_until_settled(runner.fan_out_events(meta_events(world)))
+    run_until_settled(jobs.fan_out_events(meta_events(world)))
     first, second = sink.at("/flaky")
     assert first.body == second.body
     assert json.loads(first.body)["type"] == "license_key_meta.created"

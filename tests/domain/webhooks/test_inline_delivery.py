@@ -1,6 +1,6 @@
 """Fan-out that sends: deliveries created claimed in the fan-out transaction, sent by the same task.
 
-Real database and a real HTTP sink on 127.0.0.1; ``runner.fan_out_and_deliver`` is what ``webhooks.fan_out`` runs.
+Real database and a real HTTP sink on 127.0.0.1; ``jobs.fan_out_and_deliver`` is what ``webhooks.fan_out`` runs.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from domain.platform.database import unit_of_work
 from domain.platform.models import utcnow
 from domain.platform.settings import Settings
 from domain.platform.task_names import WEBHOOKS_DELIVER
-from domain.webhooks import delivery, fan_out, runner
+from domain.webhooks import delivery, fan_out, jobs
 from domain.webhooks.models import WebhookEndpoint
 from domain.webhooks.transport import SendResult
 from tests.conftest import World
@@ -33,7 +33,7 @@ def test_fan_out_sends_the_first_deliveries_and_leaves_the_rest_to_deliver(
     hooks = [register(sink.on(f"/inline/{i}", Reply(200))) for i in range(3)]
     events = meta_events(world, count=2)
 
-    report = runner.fan_out_and_deliver(events)
+    report = jobs.fan_out_and_deliver(events)
     result = report.fanned_out
     assert result.events == 2 and len(result.delivery_ids) == 6
     assert [c.delivery_id for c in result.claims] == result.delivery_ids[:2]
@@ -50,16 +50,16 @@ def test_fan_out_sends_the_first_deliveries_and_leaves_the_rest_to_deliver(
     assert [by_id[i].attempts for i in result.delivery_ids] == [1, 1, 0, 0, 0, 0]
     assert {r.headers["webhook-id"] for r in received} == {by_id[i].msg_id for i in result.delivery_ids[:2]}
 
-    assert runner.deliver(result.unclaimed_ids).outcomes == {"succeeded": 4}
+    assert jobs.deliver(result.unclaimed_ids).outcomes == {"succeeded": 4}
     assert len({r.headers["webhook-id"] for r in sink.received}) == 6  # one message per delivery, no repeats
-    assert runner.fan_out_and_deliver(events).fanned_out.events == 0  # a re-rung event is a no-op
+    assert jobs.fan_out_and_deliver(events).fanned_out.events == 0  # a re-rung event is a no-op
 
 
 def test_with_no_inline_deliveries_fan_out_only_creates_rows(settings: Settings, world: World, sink: Sink,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     reconfigure(monkeypatch, KEYMETA_WEBHOOK_INLINE_DELIVERIES="0")
     register(sink.on("/hook", Reply(200)))
-    report = runner.fan_out_and_deliver(meta_events(world))
+    report = jobs.fan_out_and_deliver(meta_events(world))
     assert report.fanned_out.claims == [] and report.delivered.claimed == 0
     assert report.fanned_out.unclaimed_ids == report.fanned_out.delivery_ids
     assert sink.received == [] and [row.status for row in deliveries()] == ["pending"]
@@ -73,9 +73,9 @@ def test_a_worker_lost_after_fan_out_leaves_leased_rows_that_are_retried(setting
     with unit_of_work() as session:  # fan-out commits its claimed rows, then the worker dies before sending
         result = fan_out.fan_out(session, events, claim_first=1, terms=terms)
     [claimed] = result.claims
-    assert runner.deliver(result.delivery_ids).claimed == 0  # leased: no second sender meanwhile
-    assert runner.sweep_deliveries() == []  # the lease still runs
-    wait_until(runner.sweep_deliveries, timeout=5, interval=0.1, message="the lease to run out")
+    assert jobs.deliver(result.delivery_ids).claimed == 0  # leased: no second sender meanwhile
+    assert jobs.sweep_deliveries() == []  # the lease still runs
+    wait_until(jobs.sweep_deliveries, timeout=5, interval=0.1, message="the lease to run out")
     [row] = run_until_settled(result.delivery_ids)
     assert row.status == "succeeded" and row.attempts == 2
     assert [a.outcome for a in attempts_of(row.id)] == ["lost", "success"]
@@ -106,10 +106,10 @@ def test_the_task_rings_the_unclaimed_rest_before_it_sends(settings: Settings, w
 def test_recording_attempts_never_blocks_fan_out_and_never_misses_a_failure_streak(
         settings: Settings, world: World, sink: Sink) -> None:
     hook = register(sink.on("/hook", Reply(200)))
-    created = runner.fan_out_events(meta_events(world, count=4))
+    created = jobs.fan_out_events(meta_events(world, count=4))
     with unit_of_work() as session:
-        claims = delivery.claim(session, created, runner.claim_terms(settings))
-    policy = runner.retry_policy(settings)
+        claims = delivery.claim(session, created, jobs.claim_terms(settings))
+    policy = jobs.retry_policy(settings)
 
     def record(session: Session, claim: delivery.Claim, status: int) -> None:
         delivery.record_many(session, [(claim, SendResult(utcnow(), 3, status_code=status))], policy)

@@ -1,7 +1,7 @@
 """Every webhook body the service really sends validates against its type's schema in the event catalog.
 
 Events come from the real producers (the API's write path, the signing-key state machine), are fanned out and
-delivered by ``domain.webhooks.runner`` to a real HTTP sink, and each body received is checked with
+delivered by ``domain.webhooks.jobs`` to a real HTTP sink, and each body received is checked with
 ``jsonschema`` against ``domain.events.catalog``.
 """
 
@@ -25,7 +25,7 @@ from domain.platform.settings import Settings
 from domain.signing import rotation
 from domain.signing.keys import product_scope
 from domain.signing.master_key import load_master_key
-from domain.webhooks import runner
+from domain.webhooks import jobs
 from tests.conftest import World, make_world
 from tests.webhook_sink import Sink
 from tests.webhook_support import outbox_events, register
@@ -45,9 +45,9 @@ def deliver(sink: Sink, event_ids: list[int]) -> list[dict[str, Any]]:
     """Fan these events out to one endpoint subscribed to every type, deliver them, return the verified bodies."""
     path = f"/all-{uuid.uuid4().hex[:8]}"
     endpoint = register(sink.url(path))
-    created = runner.fan_out_events(event_ids)
+    created = jobs.fan_out_events(event_ids)
     assert len(created) == len(event_ids), "every event should have become a delivery"
-    report = runner.deliver(created)
+    report = jobs.deliver(created)
     assert report.outcomes == {"succeeded": len(created)}
     received = sink.at(path)
     assert len(received) == len(event_ids)

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
-from domain.webhooks import runner, ssrf, transport
+from domain.webhooks import jobs, ssrf, transport
 from domain.webhooks.models import WebhookAttempt
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink
@@ -64,8 +64,8 @@ def test_https_is_pinned_and_still_checks_the_certificate_name(settings: Setting
                                                                tls_sink: Sink) -> None:
     good = register(tls_sink.on("/tls", Reply(200)).replace("127.0.0.1", "hooks.test"))
     wrong_name = register(tls_sink.url("/tls", host="other.test"))  # same address, certificate is not for it
-    created = runner.fan_out_events(meta_events(world))
-    runner.deliver(created)
+    created = jobs.fan_out_events(meta_events(world))
+    jobs.deliver(created)
 
     [request] = tls_sink.at("/tls")
     assert request.headers["host"] == f"hooks.test:{tls_sink.port}"
