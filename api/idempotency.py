@@ -79,12 +79,13 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
                     await _audit(request, conn, IDEMPOTENCY_REFUSED, scope, endpoint, values,
                                  _REFUSALS[reservation.outcome], now)
         if reservation is None:
-            return await _signed(request, Code.INCORRECT_DATA, 400, {"errors": {"idempotency_key": [problem]}})
+            return await _signed(request, api_key, Code.INCORRECT_DATA, 400,
+                                 {"errors": {"idempotency_key": [problem]}})
         if reservation.outcome is ReservationOutcome.REPLAY:
             return _replay(request, reservation)
         if reservation.outcome is not ReservationOutcome.PROCEED:
             code = _REFUSALS[reservation.outcome]
-            response = await _signed(request, code, code.http_status, {})
+            response = await _signed(request, api_key, code, code.http_status, {})
             if code is ExtensionCode.IDEMPOTENCY_IN_PROGRESS:
                 response.headers["Retry-After"] = "1"
             return response
@@ -137,11 +138,14 @@ def _replay(request: Request, reservation: Reservation) -> Response:
                     headers={**stored.headers, REPLAYED_HEADER: "true"})
 
 
-async def _signed(request: Request, code: AnyCode, http_status: int,
+async def _signed(request: Request, api_key: object, code: AnyCode, http_status: int,
                   extras: dict[str, Any]) -> Response:
+    """Signed by the global key, in the presented key's signature scheme (the default for an unknown key)."""
     record_result_code(request, code)
-    response: Response = await request.app.state.signer.respond(code, GLOBAL_SCOPE, http_status=http_status,
-                                                                extras=extras)
+    state = request.app.state
+    scheme = await state.license_meta.signature_scheme(api_key if isinstance(api_key, str) and api_key else None)
+    response: Response = await state.signer.respond(code, GLOBAL_SCOPE, http_status=http_status, extras=extras,
+                                                    scheme=scheme)
     return response
 
 

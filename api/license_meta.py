@@ -126,6 +126,7 @@ async def _handle(request: Request, route: Route, values: dict[str, str | None],
     response = await state.signer.respond(
         result.code, result.signing_scope, extras=_extras(result),
         http_status=http_status if result.code is Code.INCORRECT_DATA else None,
+        scheme=result.signature_scheme,
     )
     if limited is not None:
         response.headers["Retry-After"] = str(limited.retry_after)

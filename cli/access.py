@@ -10,6 +10,7 @@ from cli import main
 from cli.support import CliError, json_option, parse_time
 from domain.access import api_keys, block_rules
 from domain.platform.database import unit_of_work
+from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 
 
 @main.group("api-keys")
@@ -23,18 +24,25 @@ def api_keys_group() -> None:
               help=f"Repeatable; default {api_keys.CAPABILITIES[0]}. Known: {', '.join(api_keys.CAPABILITIES)}.")
 @click.option("--allow-ip", "allowed", multiple=True, help="Repeatable CIDR the key may be used from.")
 @click.option("--expires-at", default=None, help="ISO 8601 or Unix seconds.")
+@click.option("--management", is_flag=True,
+              help="A back-office key: may omit the identifier on the metadata endpoints (the vendor's SDKs do).")
+@click.option("--signature-scheme", type=click.Choice([s.value for s in SignatureScheme]),
+              default=DEFAULT_SCHEME.value, show_default=True,
+              help="What signatures cover: response_base64 (documented) or envelope (the vendor's SDKs).")
 @json_option
 def api_keys_create(name: str, capabilities: tuple[str, ...], allowed: tuple[str, ...],
-                    expires_at: str | None) -> dict[str, Any]:
+                    expires_at: str | None, management: bool, signature_scheme: str) -> dict[str, Any]:
     try:
         with unit_of_work() as session:
             issued = api_keys.create_api_key(
                 session, name=name, capabilities=list(capabilities), allowed_cidrs=list(allowed),
-                expires_at=parse_time(expires_at) if expires_at else None)
+                expires_at=parse_time(expires_at) if expires_at else None, management=management,
+                signature_scheme=signature_scheme)
             row = issued.row
             return {"id": row.id, "name": row.name, "api_key": issued.secret,
                     "capabilities": row.capabilities, "allowed_cidrs": row.allowed_cidrs,
-                    "expires_at": row.expires_at}
+                    "expires_at": row.expires_at, "management": row.management,
+                    "signature_scheme": str(row.signature_scheme)}
     except api_keys.ApiKeyError as exc:
         raise CliError(str(exc)) from exc
 

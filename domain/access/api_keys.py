@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from domain.access.checks import api_key_digest, parse_network
 from domain.access.models import ApiKey
 from domain.license_meta.codes import CREATE_META_CAPABILITY, META_CAPABILITIES
+from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 
 MANAGE_WEBHOOKS_CAPABILITY = "manage-webhooks"
 CAPABILITIES = (*META_CAPABILITIES, MANAGE_WEBHOOKS_CAPABILITY)
@@ -29,7 +30,15 @@ class IssuedKey:
 
 
 def create_api_key(session: Session, *, name: str, capabilities: list[str] | None = None,
-                   allowed_cidrs: list[str] | None = None, expires_at: dt.datetime | None = None) -> IssuedKey:
+                   allowed_cidrs: list[str] | None = None, expires_at: dt.datetime | None = None,
+                   management: bool = False, signature_scheme: SignatureScheme | str = DEFAULT_SCHEME) -> IssuedKey:
+    """A new key; ``management`` lets it omit the identifier on the metadata endpoints, ``signature_scheme``
+    names what its answers' signatures cover (docs/api.md, "Clients of the vendor's SDKs")."""
+    try:
+        scheme = SignatureScheme(signature_scheme)
+    except ValueError as exc:
+        known = ", ".join(s.value for s in SignatureScheme)
+        raise ApiKeyError(f"unknown signature scheme {signature_scheme!r} (known: {known})") from exc
     capabilities = list(dict.fromkeys(capabilities or [CREATE_META_CAPABILITY]))
     unknown = [c for c in capabilities if c not in CAPABILITIES]
     if unknown:
@@ -42,7 +51,8 @@ def create_api_key(session: Session, *, name: str, capabilities: list[str] | Non
             raise ApiKeyError(str(exc)) from exc
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, digest=api_key_digest(secret), prefix=secret[:8], active=True,
-                 expires_at=expires_at, capabilities=capabilities, allowed_cidrs=networks)
+                 expires_at=expires_at, capabilities=capabilities, allowed_cidrs=networks,
+                 management=management, signature_scheme=scheme)
     session.add(row)
     session.flush()
     return IssuedKey(row=row, secret=secret)

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from domain.access.models import ApiKey, BlockRule
 from domain.license_meta.codes import Code
+from domain.signing.envelope import SignatureScheme
 
 Network: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -54,6 +55,8 @@ class ApiKeyRecord:
     expires_at: dt.datetime | None
     capabilities: frozenset[str]
     allowed_networks: tuple[Network, ...]
+    management: bool = False  # may omit the identifier: steps 6 and 12 do not apply to its identifier-less calls
+    signature_scheme: SignatureScheme = SignatureScheme.RESPONSE_BASE64
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,8 @@ async def load_api_key(conn: AsyncConnection, digest: str) -> ApiKeyRecord | Non
         expires_at=row.expires_at,
         capabilities=frozenset(row.capabilities or ()),
         allowed_networks=tuple(parse_network(c) for c in (row.allowed_cidrs or ())),
+        management=bool(row.management),
+        signature_scheme=SignatureScheme(row.signature_scheme),
     )
 
 

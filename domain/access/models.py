@@ -1,17 +1,22 @@
-"""The tables of access: API keys (stored as digests) and the block list."""
+"""The tables of access: API keys (stored as digests, with the options of the client that holds one) and the
+block list."""
 
 from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
-from domain.platform.models import Base, UTCDateTime, utcnow
+from domain.platform.models import Base, EnumString, UTCDateTime, quoted, utcnow
+from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
+    __table_args__ = (
+        CheckConstraint(f"signature_scheme IN ({quoted(SignatureScheme)})", name="ck_api_keys_signature_scheme"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(255))
@@ -23,6 +28,11 @@ class ApiKey(Base):
     allowed_cidrs: Mapped[list[str]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # A back-office key: may omit the identifier on the metadata endpoints (steps 6 and 12 skipped).
+    management: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # What the signatures of this key's answers cover (docs/api.md, "Clients of the vendor's SDKs").
+    signature_scheme: Mapped[SignatureScheme] = mapped_column(
+        EnumString(SignatureScheme, 32), default=DEFAULT_SCHEME, server_default=DEFAULT_SCHEME.value)
 
 
 class BlockRule(Base):

@@ -18,7 +18,9 @@ class LicenseView:
     product_id: int | None
     product_active: bool | None  # None: the product row does not exist
     product_own_key: bool
-    activated: bool  # an activation exists for (license key, identifier)
+    # An activation exists for (license key, identifier), or the request has no identifier: a management key's,
+    # for which step 12 does not apply.
+    activated: bool
 
     @property
     def signing_scope(self) -> str:

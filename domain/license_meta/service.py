@@ -1,6 +1,11 @@
 """The metadata family's path: steps 1–12 shared by every operation (docs/api.md), then the operation's one
 statement (``store``), whose returned license row and outcome give the code (``rules``).
 
+A management API key may omit the identifier: steps 6 and 12 are skipped and the row records no writer. One that
+sends an identifier is checked like any other key (step 12 included), so an identifier is never taken on trust.
+Every result names the signature scheme of the presented key once it is known (the default before: code 100, a
+refusal before step 1, an unparseable body).
+
 Every request, accepted or refused, leaves exactly one outbox event (the audit trail's source). An outcome the
 statement decided (453, 353, 252, 4540) is written by that statement with its change; a refusal is written
 afterwards on the request's connection.
@@ -11,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +58,7 @@ from domain.license_meta.write_batches import WriteBatcher
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.platform.ttl_cache import TtlCache
+from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 from domain.signing.keys import GLOBAL_SCOPE
 
 USER_AGENT_MAX = 512
@@ -104,6 +110,7 @@ class MetaResult:
     webhook: bool = False  # the event is of a webhook type: fan it out
     errors: dict[str, list[str]] = field(default_factory=dict)
     meta: list[dict[str, Any]] | None = None  # answered as ``meta`` (4540)
+    signature_scheme: SignatureScheme = DEFAULT_SCHEME  # the presented key's, once it is known
 
 
 class _RequestConnection:
@@ -165,51 +172,62 @@ class MetaService:
             "product_id": None,
         }
         async with _RequestConnection(self.engine) as db:
-            refused = await self._admit(db, request, context, now)
-            if refused is not None:
-                return refused
-            assert request.license_key is not None and request.identifier is not None  # admitted
-            statement = MetaWriteRequest(
-                license_key=request.license_key, identifier=request.identifier, key=request.key,
-                value=request.value, payload=dict(context), request_id=request.request_id, now=now)
-            operation = request.operation
-            if operation is Operation.CREATE:
-                await db.release()  # the write batch brings its own connection
-                done = await self.write_batcher.submit(statement)
-            elif operation is Operation.UPDATE:
-                done = await update_meta(await db.get(), statement,
-                                         complete=fields_complete(operation, request.key, request.value))
-            elif operation is Operation.DELETE:
-                done = await delete_meta(await db.get(), statement,
-                                         complete=fields_complete(operation, request.key, request.value))
-            else:
-                done = await read_meta(await db.get(), statement)
-            return await self._decide(db, request, context, done, now)
+            key_record = await self._api_key(db, request.api_key) if request.api_key is not None else None
+            context["api_key_id"] = key_record.id if key_record is not None else None
+            # A refusal before step 1 (rate limit) must not tell a guesser, by its scheme, that its key exists.
+            scheme = key_record.signature_scheme if key_record is not None and request.refusal is None \
+                else DEFAULT_SCHEME
+            result = await self._answer(db, request, key_record, context, now)
+            return replace(result, signature_scheme=scheme)
 
-    async def _admit(self, db: _RequestConnection, request: MetaRequest, context: dict[str, Any],
-                     now: dt.datetime) -> MetaResult | None:
+    async def signature_scheme(self, api_key: str | None) -> SignatureScheme:
+        """The scheme of the presented key (the default for none or an unknown one): the same cached lookup."""
+        if api_key is None:
+            return DEFAULT_SCHEME
+        async with _RequestConnection(self.engine) as db:
+            key_record = await self._api_key(db, api_key)
+        return key_record.signature_scheme if key_record is not None else DEFAULT_SCHEME
+
+    async def _answer(self, db: _RequestConnection, request: MetaRequest, key_record: ApiKeyRecord | None,
+                   context: dict[str, Any], now: dt.datetime) -> MetaResult:
+        refused = await self._admit(db, request, key_record, context, now)
+        if refused is not None:
+            return refused
+        assert request.license_key is not None  # admitted; the identifier only when the key needs one
+        statement = MetaWriteRequest(
+            license_key=request.license_key, identifier=request.identifier, key=request.key,
+            value=request.value, payload=dict(context), request_id=request.request_id, now=now)
+        operation = request.operation
+        if operation is Operation.CREATE:
+            await db.release()  # the write batch brings its own connection
+            done = await self.write_batcher.submit(statement)
+        elif operation is Operation.UPDATE:
+            done = await update_meta(await db.get(), statement,
+                                     complete=fields_complete(operation, request.key, request.value))
+        elif operation is Operation.DELETE:
+            done = await delete_meta(await db.get(), statement,
+                                     complete=fields_complete(operation, request.key, request.value))
+        else:
+            done = await read_meta(await db.get(), statement)
+        return await self._decide(db, request, context, done, now)
+
+    async def _admit(self, db: _RequestConnection, request: MetaRequest, key_record: ApiKeyRecord | None,
+                     context: dict[str, Any], now: dt.datetime) -> MetaResult | None:
         """Everything before the statement: the adapter's refusals, 901, steps 1–6 and step 7's presence
-        check. ``None``: the request goes on to its statement, which runs steps 7–12 with its write."""
+        check. ``None``: the request goes on to its statement, which runs steps 7–12 with its write.
+
+        The audit context names the presented key when it is known (the same cached digest lookup as step 1),
+        so the trail shows which key hit its limit or sent bad data."""
         if request.refusal is not None:
-            # Audited like any refusal; the actor is recorded when the presented key is known (the
-            # same cached digest lookup as step 1), so the trail shows which key hit its limit.
-            if request.api_key is not None:
-                known = await self._api_key(db, request.api_key)
-                context["api_key_id"] = known.id if known is not None else None
             return await self._refuse(db, request, context, request.refusal, GLOBAL_SCOPE, now,
                                       errors=request.refusal_errors)
         if request.errors:
             return await self._refuse(db, request, context, Code.INCORRECT_DATA, GLOBAL_SCOPE, now,
                                       errors=request.errors)
-        key_record = None
-        if request.api_key is not None:
-            key_record = await self._api_key(db, request.api_key)
-        if key_record is not None:
-            context["api_key_id"] = key_record.id
         blocklist = await self._blocklist.get("all", lambda: self._load_blocklist(db))
         refusal = check_access(key_record, request.operation.capability, parse_address(request.source_ip),
                                request.identifier, blocklist, now)
-        if refusal is None and request.identifier is None:
+        if refusal is None and request.identifier is None and not (key_record is not None and key_record.management):
             refusal = Code.IDENTIFIER_REQUIRED
         if refusal is None and request.license_key is None:
             refusal = Code.INVALID_LICENSE_KEY

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from domain.catalog.models import LicenseStatus
 from domain.events.outbox import (
     META_CREATED,
     META_DELETED,
@@ -40,27 +41,37 @@ from domain.events.outbox import (
 from domain.license_meta.rules import LicenseView
 
 
+def _status(status: LicenseStatus) -> str:
+    """A license status as a SQL literal, from the enum (its values are plain lowercase words)."""
+    assert status.value.isidentifier() and status.value.islower(), status
+    return f"'{status.value}'"
+
+
 def _compose(sql: str) -> str:
-    """Fill in the shared parts: ``{license}`` (the license CTEs), ``{insert_event}`` and ``ISO(expr)``, which
-    writes a time as ISO 8601 UTC with a Z, whole seconds (as ``domain.webhooks.fan_out.iso_z`` does)."""
+    """Fill in the shared parts: ``{license}`` (the license CTEs), ``{insert_event}``, ``{assigned}`` (the status
+    that may carry meta, from ``LicenseStatus``) and ``ISO(expr)``, which writes a time as ISO 8601 UTC with a Z,
+    whole seconds (as ``domain.webhooks.fan_out.iso_z`` does)."""
     sql = sql.replace("{license}", _LICENSE).replace("{insert_event}", _INSERT_EVENT)
+    sql = sql.replace("{assigned}", _status(LicenseStatus.ASSIGNED))
     return re.sub(r"ISO\(([^()]*)\)", r"""to_char(\1 AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""", sql)
 
 
 # Steps 7–12: $1 license key, $2 identifier, $3 now, $4 whether the operation's parameters are complete.
+# A NULL identifier (admitted for management keys only) skips step 12: ``activated`` is true, and the row written
+# records no writer.
 _LICENSE = """
 lic AS (
     SELECT l.id, l.status, l.validity_days, l.assigned_at, l.product_id,
            p.active AS product_active, p.own_signing_key AS product_own_key,
-           EXISTS (SELECT 1 FROM activations a
-                   WHERE a.license_key_id = l.id AND a.identifier = $2::text) AS activated
+           ($2::text IS NULL OR EXISTS (SELECT 1 FROM activations a
+                   WHERE a.license_key_id = l.id AND a.identifier = $2::text)) AS activated
     FROM license_keys l LEFT JOIN products p ON p.id = l.product_id
     WHERE l.key = $1::text
 ),
 ok AS (
     SELECT lic.id, lic.product_id FROM lic
     WHERE $4::boolean
-      AND lic.status = 'assigned'
+      AND lic.status = {assigned}
       AND (lic.validity_days = 0 OR lic.assigned_at IS NULL
            OR lic.assigned_at + make_interval(days => lic.validity_days) > $3::timestamptz)
       AND lic.product_active
@@ -108,8 +119,8 @@ WITH req AS (
 lic AS (
     SELECT req.n, l.id, l.status, l.validity_days, l.assigned_at, l.product_id,
            p.active AS product_active, p.own_signing_key AS product_own_key,
-           EXISTS (SELECT 1 FROM activations a
-                   WHERE a.license_key_id = l.id AND a.identifier = req.identifier) AS activated
+           (req.identifier IS NULL OR EXISTS (SELECT 1 FROM activations a
+                   WHERE a.license_key_id = l.id AND a.identifier = req.identifier)) AS activated
     FROM req JOIN license_keys l ON l.key = req.license_key LEFT JOIN products p ON p.id = l.product_id
 ),
 candidates AS (
@@ -117,7 +128,7 @@ candidates AS (
            req.value, req.identifier, req.now, req.payload, req.request_id
     FROM req JOIN lic USING (n)
     WHERE req.complete
-      AND lic.status = 'assigned'
+      AND lic.status = {assigned}
       AND (lic.validity_days = 0 OR lic.assigned_at IS NULL
            OR lic.assigned_at + make_interval(days => lic.validity_days) > req.now)
       AND lic.product_active
@@ -246,7 +257,7 @@ SELECT lic.*, (SELECT meta FROM found) AS meta, (SELECT id FROM ev) AS event_id 
 @dataclass(frozen=True)
 class MetaWriteRequest:
     license_key: str
-    identifier: str
+    identifier: str | None  # None: a management key's request, which needs no activation and records no writer
     key: str | None
     value: str | None
     payload: dict[str, Any]

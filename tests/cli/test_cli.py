@@ -141,6 +141,18 @@ def test_api_keys_deactivate(settings, client) -> None:
     assert client.post(ENDPOINT, data=form).json()["response"]["code"] == 101
 
 
+def test_api_keys_create_management_and_signature_scheme(settings) -> None:
+    plain = ok_json("api-keys", "create")
+    assert (plain["management"], plain["signature_scheme"]) == (False, "response_base64")
+    sdk = ok_json("api-keys", "create", "--management", "--signature-scheme", "envelope")
+    assert (sdk["management"], sdk["signature_scheme"]) == (True, "envelope")
+    with unit_of_work() as session:
+        row = session.get(ApiKey, sdk["id"])
+        assert row is not None and (row.management, row.signature_scheme) == (True, "envelope")
+    result = run("api-keys", "create", "--signature-scheme", "sorted")
+    assert result.exit_code != 0 and "sorted" in result.stderr
+
+
 def test_api_keys_human_output_prints_the_secret(settings) -> None:
     result = run("api-keys", "create", "--name", "human")
     assert result.exit_code == 0
