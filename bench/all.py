@@ -3,13 +3,15 @@
     python -m bench.all [--backend embedded|postgres-rabbitmq|postgres-redis] [--quick]
 
 1. create-meta vs the bare signed ceiling under wrk (``python -m bench``),
-2. audit lag, webhook end-to-end latency and process RSS at a sustained rate (``python -m bench.pipeline``),
-3. webhook fan-out throughput vs a raw httpx POST loop (``python -m bench.webhooks``).
+2. the mixed workload (creates, updates, gets, deletes, with Idempotency-Keys) vs the same ceiling
+   (``python -m bench --workload mixed``),
+3. audit lag, webhook end-to-end latency and process RSS at a sustained rate (``python -m bench.pipeline``),
+4. webhook fan-out throughput vs a raw httpx POST loop (``python -m bench.webhooks``).
 ``embedded``: keymeta's embedded PostgreSQL server (``KEYMETA_DATABASE_URL`` unset) under a fresh var dir of each
 part's own, and the filesystem broker; ``postgres-*``: scratch databases on the machine's PostgreSQL
 (``KEYMETA_BENCH_POSTGRES_URL``) and RabbitMQ or Redis. Each part prints its own report and stops what it
 started; the parts' temp dirs live under one of this run's, and an embedded server a part could not stop (it
-was killed) is stopped here. The exit status is the worst of the three.
+was killed) is stopped here. The exit status is the worst of the parts'.
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ def commands(backend: str, quick: bool) -> list[list[str]]:
     postgres = backend != "embedded"
     admin_url = os.environ.get("KEYMETA_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES_URL
     duration = ["--duration", "5s"] if quick else []
+    wrk_part = [sys.executable, "-m", "bench", "--backend", "postgres" if postgres else "embedded",
+                "--broker", backend.removeprefix("postgres-"), *duration]
     return [
-        [sys.executable, "-m", "bench", "--backend", "postgres" if postgres else "embedded",
-         "--broker", backend.removeprefix("postgres-"), *duration],
+        wrk_part,
+        [*wrk_part, "--workload", "mixed"],
         [sys.executable, "-m", "bench.pipeline", "--backend", backend, "--duration", "5" if quick else "10"],
         [sys.executable, "-m", "bench.webhooks", "--endpoints", "10", "--repeat", "1" if quick else "3",
          *(["--postgres", admin_url] if postgres else [])],

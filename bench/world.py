@@ -1,4 +1,8 @@
-"""A fresh, migrated database of the run's own with a signing key and the data one create-meta request needs.
+"""A fresh, migrated database of the run's own with a signing key and the data the meta requests need.
+
+The world holds many license keys, each activated for the bench identifier: the bench spreads its requests over
+them, as real clients are spread, so that neither the per-license cap on meta keys nor the per-license lock
+creates take decides what it measures.
 
 Backends: ``embedded`` (keymeta's embedded PostgreSQL server under the run's own var dir, stopped afterwards)
 or ``postgres`` (a scratch database on a machine PostgreSQL server, dropped afterwards).
@@ -12,20 +16,23 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from bench.embedded import embedded_server
 from domain import catalog
 from domain.access import api_keys
+from domain.catalog.models import LicenseKey
+from domain.license_meta.codes import META_CAPABILITIES
 from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import make_sync_engine
 from domain.platform.migrate import upgrade_to_head
+from domain.platform.models import utcnow
 from domain.platform.settings import Settings
 from domain.signing.keys import GLOBAL_SCOPE, create_signing_key
 from domain.signing.master_key import decode_master_key
@@ -33,6 +40,7 @@ from domain.signing.models import SigningKey
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ("embedded", "postgres")
+DEFAULT_LICENSES = 1024
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,11 @@ class BenchWorld:
     license_key: str
     identifier: str
     public_keys: dict[str, str]  # kid -> PEM, what a client verifies envelopes with
+    license_keys: tuple[str, ...] = field(default=())  # every license key activated for ``identifier``
+
+    def __post_init__(self) -> None:
+        if not self.license_keys:
+            object.__setattr__(self, "license_keys", (self.license_key,))
 
     def env(self) -> dict[str, str]:
         """The KEYMETA_* variables every child process gets (no database URL: the embedded server)."""
@@ -57,6 +70,22 @@ class BenchWorld:
     def form(self, key: str, value: str = "bench value") -> dict[str, str]:
         return {"api_key": self.api_key, "license_key": self.license_key, "identifier": self.identifier,
                 "key": key, "value": value}
+
+    def seed_meta(self, rows: list[tuple[str, str]], value: str = "seed") -> None:
+        """Write meta rows (license key, meta key) straight into the table, before any API process runs."""
+        engine = make_sync_engine(self.settings)
+        try:
+            with engine.begin() as conn:
+                ids = dict(conn.execute(select(LicenseKey.key, LicenseKey.id).where(
+                    LicenseKey.key.in_(sorted({license_key for license_key, _ in rows})))).tuples().all())
+                now = utcnow()
+                for start in range(0, len(rows), 5000):
+                    conn.execute(insert(LicenseKeyMeta), [
+                        {"license_key_id": ids[license_key], "key": key, "value": value,
+                         "identifier": self.identifier, "version": 1, "created_at": now}
+                        for license_key, key in rows[start:start + 5000]])
+        finally:
+            engine.dispose()
 
     def backend_pids(self) -> set[int]:
         """PostgreSQL server processes serving this database (their CPU is part of the cost)."""
@@ -121,7 +150,7 @@ def database_url(backend: str, postgres_admin_url: str, var_dir: Path) -> Iterat
         raise ValueError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
 
 
-def _bootstrap(settings: Settings) -> BenchWorld:
+def _bootstrap(settings: Settings, licenses: int) -> BenchWorld:
     engine = make_sync_engine(settings)
     try:
         master_key = decode_master_key(settings.master_key)
@@ -130,21 +159,28 @@ def _bootstrap(settings: Settings) -> BenchWorld:
         with Session(engine, expire_on_commit=False) as session, session.begin():
             create_signing_key(session, master_key, GLOBAL_SCOPE, key_size=settings.key_size)
             product = catalog.create_product(session, name=f"bench product {suffix}")
-            license_row = catalog.create_license_key(session, product_id=product.id, key=f"BENCH-{suffix}",
-                                                     status="assigned")
-            catalog.activate(session, license_key=license_row.key, identifier=identifier)
-            issued = api_keys.create_api_key(session, name=f"bench {suffix}")
+            license_keys = []
+            for n in range(licenses):
+                license_row = catalog.create_license_key(session, product_id=product.id,
+                                                         key=f"BENCH-{suffix}-{n:05d}", status="assigned")
+                catalog.activate(session, license_key=license_row.key, identifier=identifier)
+                license_keys.append(license_row.key)
+            issued = api_keys.create_api_key(session, name=f"bench {suffix}", capabilities=list(META_CAPABILITIES))
         with Session(engine) as session:
             public_keys = {row.kid: row.public_pem for row in session.scalars(select(SigningKey))}
     finally:
         engine.dispose()
-    return BenchWorld(settings=settings, api_key=issued.secret, license_key=license_row.key,
-                      identifier=identifier, public_keys=public_keys)
+    return BenchWorld(settings=settings, api_key=issued.secret, license_key=license_keys[0],
+                      identifier=identifier, public_keys=public_keys, license_keys=tuple(license_keys))
 
 
 @contextmanager
-def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL) -> Iterator[BenchWorld]:
-    """Temp dir + fresh database (dropped or stopped afterwards), migrated and bootstrapped."""
+def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL,
+                   licenses: int = DEFAULT_LICENSES) -> Iterator[BenchWorld]:
+    """Temp dir + fresh database (dropped or stopped afterwards), migrated and bootstrapped with ``licenses``
+    license keys activated for the bench identifier."""
+    if licenses < 1:
+        raise ValueError("a bench world needs at least one license key")
     with tempfile.TemporaryDirectory(prefix="keymeta-bench-") as tmp:
         var_dir = Path(tmp) / "var"
         var_dir.mkdir()
@@ -155,4 +191,4 @@ def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL)
                 var_dir=var_dir,
                 log_level="WARNING",
             )
-            yield _bootstrap(settings)
+            yield _bootstrap(settings, licenses)

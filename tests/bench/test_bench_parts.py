@@ -16,7 +16,18 @@ from bench.all import BACKENDS, commands
 from bench.cpu import CpuMeter, cpu_seconds, process_tree
 from bench.probe import ProbeResult
 from bench.report import BenchReport, TargetRun, to_json, to_table
-from bench.wrk import RESULT_MARK, lua_script, parse_seconds, parse_wrk_output
+from bench.wrk import (
+    MIX,
+    MUTATIONS,
+    OPERATIONS,
+    RESULT_MARK,
+    MixedPools,
+    lua_script,
+    mix_schedule,
+    mixed_lua_script,
+    parse_seconds,
+    parse_wrk_output,
+)
 from domain.signing.rsa_keys import generate_private_key, private_pem, public_pem, thumbprint
 from domain.signing.verification import verify_envelope
 
@@ -58,16 +69,164 @@ def test_parse_seconds(text: str, seconds: float) -> None:
 def test_lua_script_makes_every_key_unique() -> None:
     form = {"api_key": "km_a/b+c", "license_key": "LK-1", "identifier": "x.example", "key": "k", "value": "v w"}
     script = lua_script(form, "m1a2b-")
-    assert 'local static_body = "api_key=km_a%2Fb%2Bc&license_key=LK-1&identifier=x.example&value=v+w"' in script
+    assert 'local static_body = "api_key=km_a%2Fb%2Bc&identifier=x.example&value=v+w"' in script
+    assert 'local licenses = {"LK-1"}' in script  # without a list: the form's own license key
     assert '"&key=" .. key_prefix .. tid .. "-" .. sent' in script
     assert RESULT_MARK in script
     with pytest.raises(ValueError):
         lua_script(form, 'bad"prefix%')
 
 
-def _run(name: str, stdout: str, rows: int | None, probe_ok: bool = True, cpu_s: float = 0.0) -> TargetRun:
+def test_lua_script_spreads_creates_over_the_license_keys_in_turn() -> None:
+    form = {"api_key": "km_a", "license_key": "LK-1", "identifier": "x.example", "key": "k", "value": "v"}
+    script = lua_script(form, "m1-", ["LK-1", "LK-2", "LK-3"], threads=4)
+    assert 'local licenses = {"LK-1","LK-2","LK-3"}' in script
+    assert "local wrk_threads = 4" in script
+    # request n (from 0) of thread t goes to license (n * threads + t) mod #licenses, before n is counted
+    assert "licenses[(sent * wrk_threads + tid) % #licenses + 1]" in script
+    assert script.index("licenses[(sent * wrk_threads") < script.index("sent = sent + 1")
+    assert '"&license_key=" .. license' in script
+    with pytest.raises(ValueError, match="license key"):
+        lua_script(form, "m1-", ["LK 1"])  # would need form encoding
+    with pytest.raises(ValueError, match="license key"):
+        lua_script(form, "m1-", ['LK"1'])  # would end the Lua string
+
+
+def test_mix_schedule_is_the_issue_mix_interleaved() -> None:
+    schedule = mix_schedule()
+    assert MIX == {"create": 60, "update": 25, "get": 10, "delete": 5}
+    assert len(schedule) == 20  # the smallest whole cycle of 60/25/10/5
+    assert {op: schedule.count(op[0]) * 5 for op in MIX} == MIX
+    assert "dd" not in schedule + schedule and "gg" not in schedule + schedule  # no bursts, across cycles too
+    assert mix_schedule({"create": 50, "update": 0, "get": 50, "delete": 0}) in ("cg", "gc")
+
+
+def _pools(delete_slots: int = 1000) -> MixedPools:
+    return MixedPools(license_keys=("LK-1", "LK-2", "LK-3"), update_keys=("s1-u0", "s1-u1"),
+                      delete_prefix="s1-dm", delete_slots=delete_slots)
+
+
+def _lua_string(script: str, name: str) -> str:
+    line = next(line for line in script.splitlines() if line.startswith(f"local {name} = "))
+    return line.split(" = ", 1)[1].strip('"')
+
+
+def test_mixed_lua_script_sends_the_mix_with_its_parameters() -> None:
+    form = {"api_key": "km_a/b", "license_key": "LK-1", "identifier": "x.example", "key": "k", "value": "v"}
+    script = mixed_lua_script(form, "m1a2b-", _pools(), threads=2)
+    schedule = _lua_string(script, "schedule")
+    assert schedule == mix_schedule()
+    assert {op: schedule.count(op[0]) / len(schedule) * 100 for op in MIX} == MIX
+    # the schedule picks the operation of every request, in turn
+    assert "schedule:sub(sent % #schedule + 1, sent % #schedule + 1)" in script
+    # every request: the API key and identifier; the license key and meta key per operation
+    assert _lua_string(script, "static_body") == "api_key=km_a%2Fb&identifier=x.example"
+    assert 'local licenses = {"LK-1","LK-2","LK-3"}' in script
+    assert 'local pool = {"s1-u0","s1-u1"}' in script
+    assert 'local delete_prefix = "s1-dm"' in script and "local delete_slots = 1000" in script
+    assert "local wrk_threads = 2" in script
+    for op, (path, code) in OPERATIONS.items():
+        assert f'{op[0]} = "{path}"' in script
+        assert f"""{op[0]} = '"code":{code},'""" in script
+    branches = {op: script.split(f'op == "{op[0]}" then', 1)[1].split("elseif", 1)[0] for op in ("create", "update",
+                                                                                                 "get")}
+    branches["delete"] = script.split("  else\n    nd = nd + 1", 1)[1].split("  end\n", 1)[0]
+    assert '"&key=" .. key_prefix .. tid .. "-" .. nc' in branches["create"] and "&value=" in branches["create"]
+    assert "pool[" in branches["update"] and "&value=" in branches["update"]
+    assert "key_prefix .. tid" in branches["update"]  # every update writes a value no other request writes
+    assert "pool[" in branches["get"] and "&value=" not in branches["get"]
+    assert '"&key=" .. delete_prefix .. s' in branches["delete"] and "&value=" not in branches["delete"]
+    assert "if s >= delete_slots then dexhausted = dexhausted + 1 end" in branches["delete"]
+    for branch in branches.values():
+        assert "licenses[s % #licenses + 1]" in branch or "licenses[slot(nc - 1) % #licenses + 1]" in branch
+    # mutations carry an Idempotency-Key no other request carries; gets none
+    assert set(MUTATIONS) == {"create", "update", "delete"}
+    assert 'if op == "g" then headers["Idempotency-Key"] = nil' in script
+    assert 'else headers["Idempotency-Key"] = key_prefix .. tid .. "-" .. sent end' in script
+    assert 'return wrk.format("POST", paths[op], headers, body)' in script
+    assert RESULT_MARK in script
+    for field in ('"453"', '"353"', '"4540"', '"252"', '"other"', '"sent_create"', '"sent_delete"',
+                  '"delete_pool_exhausted"'):
+        assert field in script
+    with pytest.raises(ValueError):
+        mixed_lua_script(form, "M1", _pools(), threads=2)
+
+
+def test_mixed_delete_slots_each_exist_once_on_their_license() -> None:
+    pools = _pools(delete_slots=7)
+    rows = pools.delete_rows()
+    assert rows[:4] == [("LK-1", "s1-dm0"), ("LK-2", "s1-dm1"), ("LK-3", "s1-dm2"), ("LK-1", "s1-dm3")]
+    assert len({key for _, key in rows}) == 7
+    # thread t's k-th delete takes slot k * threads + t: two threads never take the same slot
+    taken = [k * 2 + t for t in range(2) for k in range(4)]
+    assert len(set(taken)) == len(taken)
+
+
+def test_mixed_pools_and_probes(tmp_path) -> None:
+    from bench.__main__ import DELETE_POOL_RATE, mixed_pools, mixed_probes, parse_args
+    from bench.world import BenchWorld
+    from domain.platform.settings import Settings
+
+    world = BenchWorld(settings=Settings(database_url="", master_key="m", var_dir=tmp_path / "var"),
+                       api_key="a", license_key="L-0", identifier="i", public_keys={},
+                       license_keys=("L-0", "L-1"))
+    args = parse_args(["--workload", "mixed", "--duration", "10s", "--warmup", "2s"])
+    assert (args.workload, args.licenses) == ("mixed", 1024)
+    pools = mixed_pools(world, args, "ab12")
+    assert pools["warmup"].delete_prefix != pools["measured"].delete_prefix
+    assert pools["measured"].delete_slots == DELETE_POOL_RATE * 10 * MIX["delete"] // 100
+    assert pools["warmup"].update_keys == pools["measured"].update_keys
+    assert pools["measured"].license_keys == ("L-0", "L-1")
+    probes = mixed_probes(world, "ab12")
+    assert [(call.path, call.code) for call in probes] == list(OPERATIONS.values())
+    assert [bool(call.headers.get("Idempotency-Key")) for call in probes] == [True, True, False, True]
+    assert len({call.headers.get("Idempotency-Key") for call in probes}) == 4
+    assert ["value" in call.form for call in probes] == [True, True, False, False]
+
+
+def _run(name: str, stdout: str, rows: int | None, probe_ok: bool = True, cpu_s: float = 0.0,
+         workload: str = "create", deleted: int | None = None) -> TargetRun:
     probe = ProbeResult(checked=3, verified=3 if probe_ok else 2, problems=[] if probe_ok else ["signature"])
-    return TargetRun(name=name, wrk=parse_wrk_output(stdout), probe=probe, db_rows=rows, app_cpu_s=cpu_s)
+    return TargetRun(name=name, wrk=parse_wrk_output(stdout), probe=probe, db_rows=rows, app_cpu_s=cpu_s,
+                     workload=workload, deleted_rows=deleted)
+
+
+MIXED_RESULT = (RESULT_MARK + '{"requests":20000,"duration_us":10000000,"bytes":1,'
+                '"errors":{"connect":0,"read":0,"write":0,"status":0,"timeout":0},'
+                '"latency_us":{"p50":20000,"p90":30000,"p99":60000,"max":90000,"mean":21000},'
+                '"responses":{"2xx":20000,"453":12000,"353":5000,"4540":2000,"252":1000,"other":0,'
+                '"sent_create":12040,"sent_update":5010,"sent_get":2005,"sent_delete":1010,'
+                '"delete_pool_exhausted":0}}\n')
+
+
+def test_mixed_report_checks_every_operation() -> None:
+    ceiling = WRK_STDOUT.replace('"status":3,"timeout":1', '"status":0,"timeout":0').replace(
+        '"other":10', '"other":0').replace('"requests":24400', '"requests":30000')
+    config = {"backend": "embedded", "workers": 2, "connections": 64, "threads": 2, "duration": "10s",
+              "licenses": 1024}
+    good = BenchReport(config=config, api=_run("mixed", MIXED_RESULT, 12000 + 40, workload="mixed", deleted=1010),
+                       ceiling=_run("ceiling", ceiling, None))
+    good.check()
+    assert good.problems == []
+    assert good.target_ratio == 0.6
+    assert good.ratio == pytest.approx(2000 / 3000)
+    table = to_table(good)
+    assert "ratio mixed/ceiling: 0.67" in table and "meets the 0.6 target" in table
+    assert "create 12000/12040 453, update 5000/5010 353, get 2000/2005 4540, delete 1000/1010 252" in table
+    assert '"mixed": {' in to_json(good)
+
+    bad_output = MIXED_RESULT.replace('"other":0', '"other":3').replace('"delete_pool_exhausted":0',
+                                                                        '"delete_pool_exhausted":2')
+    bad = BenchReport(config=config, api=_run("mixed", bad_output, 12000, workload="mixed", deleted=900),
+                      ceiling=_run("ceiling", ceiling, None))
+    bad.check()
+    assert len(bad.problems) == 3, bad.problems  # other answers, pool used up, delete rows vs 252s
+
+    unanswered = MIXED_RESULT.replace('"sent_get":2005', '"sent_get":2100')
+    lost = BenchReport(config=config, api=_run("mixed", unanswered, 12000, workload="mixed", deleted=1000),
+                       ceiling=_run("ceiling", ceiling, None))
+    lost.check()
+    assert [p for p in lost.problems if "requests sent" in p]
 
 
 def test_report_checks_and_ratio() -> None:
@@ -135,16 +294,18 @@ def test_no_part_offers_or_uses_sqlite() -> None:
 
 
 def test_embedded_backend_runs_every_part_on_the_embedded_server() -> None:
-    bench, pipeline, webhooks = commands("embedded", quick=False)
+    bench, mixed, pipeline, webhooks = commands("embedded", quick=False)
     assert bench[bench.index("--backend") + 1] == "embedded"
+    assert mixed[mixed.index("--workload") + 1] == "mixed" and mixed[:len(bench)] == bench
     assert bench[bench.index("--broker") + 1] == "embedded"
     assert pipeline[pipeline.index("--backend") + 1] == "embedded"
     assert "--postgres" not in webhooks
 
 
 def test_postgres_backends_use_the_machine_server_and_broker() -> None:
-    bench, pipeline, webhooks = commands("postgres-redis", quick=False)
+    bench, mixed, pipeline, webhooks = commands("postgres-redis", quick=False)
     assert bench[bench.index("--backend") + 1] == "postgres"
+    assert mixed[mixed.index("--backend") + 1] == "postgres" and "mixed" in mixed
     assert bench[bench.index("--broker") + 1] == "redis"
     assert pipeline[pipeline.index("--backend") + 1] == "postgres-redis"
     assert "--postgres" in webhooks
@@ -289,3 +450,14 @@ def test_load_generator_reuses_connections_and_retries_one_the_server_closed() -
     results, served = asyncio.run(scenario())
     assert [(status, body) for status, body in results] == [(200, {"echo": f"n={i}"}) for i in range(5)]
     assert served[:2] == [2, 2]  # requests 2 and 4 met a connection the server had closed, and were retried
+
+
+def test_mix_option() -> None:
+    from bench.__main__ import parse_args
+
+    assert parse_args([]).mix == MIX
+    assert parse_args(["--mix", "create=100"]).mix == {"create": 100, "update": 0, "get": 0, "delete": 0}
+    assert parse_args(["--mix", "create=50,get=50"]).mix["get"] == 50
+    for bad in ("create=50", "copy=100", "create=x"):
+        with pytest.raises(SystemExit):
+            parse_args(["--mix", bad])
