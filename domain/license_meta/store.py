@@ -7,8 +7,9 @@ asyncpg's own prepared-statement cache: the SQLAlchemy layer costs more CPU per 
 Concurrency is decided by the database, never by a read-then-write: the unique ``(license_key_id, key)`` decides
 concurrent creates; an update locks the row it replaces (``FOR UPDATE``) and bumps its version under that lock; a
 delete is a ``DELETE … RETURNING``, so of N concurrent deletes exactly one returns the row. A create counts the
-license's keys under a lock on the license row (``license_key_meta_count_locked``, a volatile function, so the
-count sees every row committed while it waited): concurrent creates cannot pass the per-license cap.
+license's keys under a transaction-scoped advisory lock per license (``license_key_meta_count_locked``, a volatile
+function, so the count sees every row committed while it waited): concurrent creates cannot pass the per-license
+cap, and the lock touches no row.
 
 :func:`lookup_and_write_many` writes several creates in one statement (``WriteBatcher`` gathers them): the same
 checks per request over ``unnest``-ed arrays. Duplicates of one (license key, meta key) inside a batch resolve as a

@@ -17,13 +17,14 @@ down_revision = '0004'
 branch_labels = None
 depends_on = None
 
-# Locks the license row, then counts its meta rows. VOLATILE: the count runs on a snapshot taken after the
-# lock is granted, so it sees every row a concurrent writer committed while this one waited.
+# Takes the license's transaction-scoped advisory lock (key space 7305003; no row is written), then counts its
+# meta rows. VOLATILE: the count runs on a snapshot taken after the lock is granted, so it sees every row a
+# concurrent writer committed while this one waited.
 COUNT_FUNCTION = """
 CREATE FUNCTION license_key_meta_count_locked(license_id bigint) RETURNS bigint
 LANGUAGE plpgsql VOLATILE AS $$
 BEGIN
-    PERFORM 1 FROM license_keys WHERE id = license_id FOR NO KEY UPDATE;
+    PERFORM pg_advisory_xact_lock(7305003, (license_id % 2147483647)::integer);
     RETURN (SELECT count(*) FROM license_key_meta WHERE license_key_id = license_id);
 END
 $$
