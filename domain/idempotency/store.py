@@ -7,13 +7,13 @@ statement stands alone there, and each one is atomic on its own.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, delete, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
@@ -26,6 +26,42 @@ LEASE_SECONDS = 60.0
 # The columns a takeover of an expired row replaces (everything but the row's identity).
 _TAKEOVER_COLUMNS = ("fingerprint", "token", "state", "response_status", "response_headers", "response_body",
                      "created_at", "expires_at")
+# The hot statements are fixed SQL run on asyncpg's own prepared-statement cache (as domain/license_meta/store.py
+# does): building them with SQLAlchemy Core costs more CPU per request than the server spends on them.
+# $1 scope, $2 key, $3 fingerprint, $4 token, $5 now, $6 end of the lease. On conflict, a row past expires_at is
+# taken over (the _TAKEOVER_COLUMNS replaced); any other row is rewritten with its own values, which locks it.
+_RESERVE = """
+INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, state, created_at, expires_at)
+VALUES ($1::varchar, $2::varchar, $3::varchar, $4::varchar, 'in_progress', $5::timestamptz, $6::timestamptz)
+ON CONFLICT (scope, key) DO UPDATE SET
+    fingerprint = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.fingerprint ELSE k.fingerprint END,
+    token = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.token ELSE k.token END,
+    state = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.state ELSE k.state END,
+    response_status = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_status
+                           ELSE k.response_status END,
+    response_headers = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_headers
+                            ELSE k.response_headers END,
+    response_body = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_body
+                         ELSE k.response_body END,
+    created_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.created_at ELSE k.created_at END,
+    expires_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.expires_at ELSE k.expires_at END
+RETURNING k.token, k.state, k.fingerprint, k.response_status, k.response_headers::text, k.response_body
+"""
+# $1 scope, $2 key, $3 token: the row the reservation holds, while it is still in progress.
+# $4 status, $5 headers (JSON text), $6 body, $7 end of the TTL.
+_RECORD = """
+UPDATE idempotency_keys SET state = 'decided', response_status = $4::integer, response_headers = $5::json,
+       response_body = $6::bytea, expires_at = $7::timestamptz
+WHERE scope = $1::varchar AND key = $2::varchar AND token = $3::varchar AND state = 'in_progress'
+RETURNING id
+"""
+_RELEASE = """
+DELETE FROM idempotency_keys
+WHERE scope = $1::varchar AND key = $2::varchar AND token = $3::varchar AND state = 'in_progress'
+RETURNING id
+"""
+assert {IdempotencyState.IN_PROGRESS.value, IdempotencyState.DECIDED.value} == {"in_progress", "decided"}
+assert all(f"{name} = CASE" in _RESERVE for name in _TAKEOVER_COLUMNS)
 
 
 class ReservationOutcome(StrEnum):
@@ -61,55 +97,63 @@ async def reserve(conn: AsyncConnection, scope: str, key: str, fingerprint: str,
     locks it and returns it, so concurrent requests with one key see exactly one holder and every other
     one sees the row as that holder left it (no read-then-write, no second statement).
     """
+    _require_aware(now)
     token = secrets.token_hex(16)
-    statement = postgresql.insert(IdempotencyKey).values(
-        scope=scope, key=key, fingerprint=fingerprint, token=token, state=IdempotencyState.IN_PROGRESS,
-        created_at=now, expires_at=now + dt.timedelta(seconds=lease_seconds))
-    expired = IdempotencyKey.expires_at <= statement.excluded.created_at
-    takeover: dict[str, ColumnElement[Any]] = {
-        name: case((expired, statement.excluded[name]), else_=getattr(IdempotencyKey, name))
-        for name in _TAKEOVER_COLUMNS}
-    statement = statement.on_conflict_do_update(index_elements=["scope", "key"], set_=takeover)
-    row = (await conn.execute(statement.returning(
-        IdempotencyKey.token, IdempotencyKey.state, IdempotencyKey.fingerprint, IdempotencyKey.response_status,
-        IdempotencyKey.response_headers, IdempotencyKey.response_body))).one()
+    row = await _run(conn, "fetchrow", _RESERVE, scope, key, fingerprint, token, now,
+                     now + dt.timedelta(seconds=lease_seconds))
     ttl_end = now + dt.timedelta(seconds=ttl_seconds)
-    if row.token == token:
+    if row["token"] == token:
         outcome = ReservationOutcome.PROCEED
-    elif row.fingerprint != fingerprint:
+    elif row["fingerprint"] != fingerprint:
         outcome = ReservationOutcome.MISMATCH
-    elif row.state == IdempotencyState.DECIDED:
-        stored = StoredResponse(status=row.response_status, headers=dict(row.response_headers or {}),
-                                body=bytes(row.response_body or b""))
+    elif row["state"] == IdempotencyState.DECIDED:
+        headers = row["response_headers"]
+        stored = StoredResponse(status=row["response_status"], headers=dict(json.loads(headers) if headers else {}),
+                                body=bytes(row["response_body"] or b""))
         return Reservation(ReservationOutcome.REPLAY, scope, key, token, ttl_end, stored)
     else:
         outcome = ReservationOutcome.IN_PROGRESS
     return Reservation(outcome, scope, key, token, ttl_end)
 
 
-def _held(reservation: Reservation) -> ColumnElement[bool]:
+def _held(reservation: Reservation) -> tuple[str, str, str]:
+    """The parameters $1–$3 of a statement on the row this reservation holds."""
     if reservation.outcome is not ReservationOutcome.PROCEED:
         raise ValueError(f"a {reservation.outcome} reservation holds no key")
-    return ((IdempotencyKey.scope == reservation.scope) & (IdempotencyKey.key == reservation.key)
-            & (IdempotencyKey.token == reservation.token) & (IdempotencyKey.state == IdempotencyState.IN_PROGRESS))
+    return reservation.scope, reservation.key, reservation.token
 
 
 async def record(conn: AsyncConnection, reservation: Reservation, status: int, headers: dict[str, str],
                  body: bytes) -> bool:
     """Keep the decided answer for replay until the TTL ends. False when the reservation was lost meanwhile
     (its lease ended and another request took the key over)."""
-    result = await conn.execute(
-        update(IdempotencyKey).where(_held(reservation)).values(
-            state=IdempotencyState.DECIDED, response_status=status, response_headers=headers, response_body=body,
-            expires_at=reservation.expires_at)
-        .returning(IdempotencyKey.id))
-    return result.first() is not None
+    held = _held(reservation)
+    _require_aware(reservation.expires_at)
+    return await _run(conn, "fetchval", _RECORD, *held, status, json.dumps(headers), bytes(body),
+                      reservation.expires_at) is not None
 
 
 async def release(conn: AsyncConnection, reservation: Reservation) -> bool:
     """Free the key of an answer that is not kept (5xx, 429, 409), so the client may retry with it."""
-    result = await conn.execute(delete(IdempotencyKey).where(_held(reservation)).returning(IdempotencyKey.id))
-    return result.first() is not None
+    return await _run(conn, "fetchval", _RELEASE, *_held(reservation)) is not None
+
+
+async def _run(conn: AsyncConnection, method: str, sql: str, *params: Any) -> Any:
+    """``fetchrow``/``fetchval`` on the asyncpg connection under ``conn``. A connection the error closed is
+    invalidated, as SQLAlchemy's own execute would, so the pool never hands it out again."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    try:
+        return await getattr(driver, method)(sql, *params)
+    except Exception:
+        if driver is not None and driver.is_closed():
+            await conn.invalidate()
+        raise
+
+
+def _require_aware(moment: dt.datetime) -> None:
+    if moment.tzinfo is None:  # as UTCDateTime refuses it: a naive time is no point in time
+        raise ValueError("naive datetime given where UTC is required")
 
 
 def sweep_expired(session: Session, now: dt.datetime, limit: int) -> int:

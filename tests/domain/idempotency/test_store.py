@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TypeVar
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from domain.idempotency import store
@@ -180,6 +181,51 @@ def test_the_same_key_under_another_scope_is_independent(settings: Settings) -> 
 
     assert run(settings, scenario).outcome is ReservationOutcome.PROCEED
     assert rows(one) == rows(other) == 1
+
+
+def test_a_refusal_holds_no_key_to_record_or_release(settings: Settings) -> None:
+    scope = new_scope()
+
+    async def scenario(engine: AsyncEngine) -> None:
+        await reserve(engine, scope)
+        repeat = await reserve(engine, scope)
+        assert repeat.outcome is ReservationOutcome.IN_PROGRESS
+        async with engine.connect() as conn:
+            with pytest.raises(ValueError, match="holds no key"):
+                await store.record(conn, repeat, 200, HEADERS, BODY)
+            with pytest.raises(ValueError, match="holds no key"):
+                await store.release(conn, repeat)
+
+    run(settings, scenario)
+    assert rows(scope) == 1
+
+
+def test_a_naive_time_is_refused(settings: Settings) -> None:
+    async def scenario(engine: AsyncEngine) -> None:
+        with pytest.raises(ValueError, match="naive datetime"):
+            await reserve(engine, new_scope(), now=T0.replace(tzinfo=None))
+
+    run(settings, scenario)
+
+
+def test_a_connection_lost_mid_statement_is_invalidated_not_pooled(settings: Settings) -> None:
+    scope = new_scope()
+
+    async def scenario(engine: AsyncEngine) -> tuple[bool, store.Reservation]:
+        held = await reserve(engine, scope)
+        async with engine.connect() as conn:
+            pid = (await conn.get_raw_connection()).driver_connection.get_server_pid()
+            async with engine.connect() as other:
+                await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(Exception):  # noqa: B017 - whichever error the driver reports for the lost link
+                await store.record(conn, held, 200, HEADERS, BODY)
+            invalidated = conn.invalidated
+        async with engine.connect() as conn:  # the pool hands out a live connection, not the dead one
+            return invalidated, await store.reserve(conn, scope, "k", "f" * 64, T0, TTL)
+
+    invalidated, after = run(settings, scenario)
+    assert invalidated
+    assert after.outcome is ReservationOutcome.IN_PROGRESS  # the lost record left the key held
 
 
 def test_sweep_deletes_expired_rows_only_up_to_its_limit(settings: Settings) -> None:
