@@ -105,7 +105,8 @@ ev AS (
     RETURNING id
 )
 SELECT lic.*, (SELECT id FROM ins) AS meta_id, (SELECT id FROM ev) AS event_id,
-       EXISTS (SELECT 1 FROM license_key_meta m WHERE m.license_key_id = lic.id AND m.key = $7::text) AS key_exists,
+       CASE WHEN (SELECT id FROM ins) IS NULL THEN EXISTS (SELECT 1 FROM license_key_meta m
+                 WHERE m.license_key_id = lic.id AND m.key = $7::text) END AS key_exists,
        COALESCE((SELECT meta_count >= $10::bigint FROM counted), false) AS over_cap
 FROM lic
 """)
@@ -170,7 +171,8 @@ ev AS (
 )
 SELECT req.n, lic.id, lic.status, lic.validity_days, lic.assigned_at, lic.product_id, lic.product_active,
        lic.product_own_key, lic.activated, won.meta_id, ev.id AS event_id,
-       EXISTS (SELECT 1 FROM license_key_meta m WHERE m.license_key_id = lic.id AND m.key = req.key) AS key_exists,
+       CASE WHEN won.meta_id IS NULL THEN EXISTS (SELECT 1 FROM license_key_meta m
+                 WHERE m.license_key_id = lic.id AND m.key = req.key) END AS key_exists,
        COALESCE(ranked.over_cap, false) AS over_cap
 FROM req LEFT JOIN lic USING (n) LEFT JOIN won USING (n) LEFT JOIN ev ON ev.subject_id = won.meta_id
      LEFT JOIN ranked USING (n)
