@@ -55,6 +55,19 @@ def parse_seconds(text: str) -> float:
 
 # Lua shared by both scripts: the sum of a counter over wrk's threads, and the summary fields every result line
 # opens with (a format string's pieces, then their values), in the order parse_wrk_output reads them.
+# wrk's threads, each numbered (tid) as it is set up, for the per-thread counters summed at the end.
+_LUA_SETUP = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+
+local threads = {}
+local thread_count = 0
+
+function setup(thread)
+  thread:set("tid", thread_count)
+  thread_count = thread_count + 1
+  table.insert(threads, thread)
+end
+"""
 _LUA_TOTAL = """local function total(name)
   local sum = 0
   for _, t in ipairs(threads) do sum = sum + (t:get(name) or 0) end
@@ -71,7 +84,7 @@ _LUA_SUMMARY_VALUES = """    summary.requests, summary.duration, summary.bytes,
 
 
 def _shared_lua() -> dict[str, str]:
-    return {"total": _LUA_TOTAL, "summary_format": _LUA_SUMMARY_FORMAT.format(mark=RESULT_MARK),
+    return {"setup": _LUA_SETUP, "total": _LUA_TOTAL, "summary_format": _LUA_SUMMARY_FORMAT.format(mark=RESULT_MARK),
             "summary_values": _LUA_SUMMARY_VALUES}
 
 
@@ -82,18 +95,7 @@ local static_body = "{body}"
 local key_prefix = "{prefix}"
 local licenses = {{{licenses}}}
 local wrk_threads = {threads}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-
-local threads = {{}}
-local thread_count = 0
-
-function setup(thread)
-  thread:set("tid", thread_count)
-  thread_count = thread_count + 1
-  table.insert(threads, thread)
-end
-
+{setup}
 sent, c2xx, c453, c452, cother = 0, 0, 0, 0, 0
 
 function request()
@@ -209,18 +211,7 @@ local delete_slots = {delete_slots}
 local wrk_threads = {threads}
 local paths = {{c = "{path_c}", u = "{path_u}", g = "{path_g}", d = "{path_d}"}}
 local ok_codes = {{c = '"code":{code_c},', u = '"code":{code_u},', g = '"code":{code_g},', d = '"code":{code_d},'}}
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-
-local threads = {{}}
-local thread_count = 0
-
-function setup(thread)
-  thread:set("tid", thread_count)
-  thread_count = thread_count + 1
-  table.insert(threads, thread)
-end
-
+{setup}
 sent, c2xx, cother, dexhausted = 0, 0, 0, 0
 nc, nu, ng, nd = 0, 0, 0, 0
 okc, oku, okg, okd = 0, 0, 0, 0
