@@ -53,9 +53,9 @@ def parse_seconds(text: str) -> float:
     return float(text)
 
 
-# Lua shared by both scripts: the sum of a counter over wrk's threads, and the summary fields every result line
-# opens with (a format string's pieces, then their values), in the order parse_wrk_output reads them.
-# wrk's threads, each numbered (tid) as it is set up, for the per-thread counters summed at the end.
+# Lua both scripts share: wrk's threads, each numbered (tid) as it is set up; then done()'s opening, which sums a
+# counter over the threads and writes the summary fields every result line starts with (a format string's
+# pieces, then their values), in the order parse_wrk_output reads them.
 _LUA_SETUP = """wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 
@@ -68,13 +68,16 @@ function setup(thread)
   table.insert(threads, thread)
 end
 """
-_LUA_TOTAL = """local function total(name)
+_LUA_DONE_HEAD = """local function total(name)
   local sum = 0
   for _, t in ipairs(threads) do sum = sum + (t:get(name) or 0) end
   return sum
 end
-"""
-_LUA_SUMMARY_FORMAT = """    '{mark}{{"requests":%d,"duration_us":%d,"bytes":%d,' ..
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{mark}{{"requests":%d,"duration_us":%d,"bytes":%d,' ..
     '"errors":{{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d}},' ..
     '"latency_us":{{"p50":%d,"p90":%d,"p99":%d,"max":%d,"mean":%d}},' .."""
 _LUA_SUMMARY_VALUES = """    summary.requests, summary.duration, summary.bytes,
@@ -84,7 +87,7 @@ _LUA_SUMMARY_VALUES = """    summary.requests, summary.duration, summary.bytes,
 
 
 def _shared_lua() -> dict[str, str]:
-    return {"setup": _LUA_SETUP, "total": _LUA_TOTAL, "summary_format": _LUA_SUMMARY_FORMAT.format(mark=RESULT_MARK),
+    return {"setup": _LUA_SETUP, "done_head": _LUA_DONE_HEAD.format(mark=RESULT_MARK),
             "summary_values": _LUA_SUMMARY_VALUES}
 
 
@@ -112,11 +115,7 @@ function response(status, headers, body)
   else cother = cother + 1 end
 end
 
-{total}
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-{summary_format}
+{done_head}
     '"responses":{{"2xx":%d,"453":%d,"452":%d,"other":%d}}}}\n',
 {summary_values}
     total("c2xx"), total("c453"), total("c452"), total("cother")))
@@ -260,11 +259,7 @@ function response(status, headers, body)
   else cother = cother + 1 end
 end
 
-{total}
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-{summary_format}
+{done_head}
     '"responses":{{"2xx":%d,"{code_c}":%d,"{code_u}":%d,"{code_g}":%d,"{code_d}":%d,"other":%d,' ..
     '"sent_create":%d,"sent_update":%d,"sent_get":%d,"sent_delete":%d,"delete_pool_exhausted":%d}}}}\n',
 {summary_values}
