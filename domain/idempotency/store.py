@@ -11,13 +11,13 @@ import json
 import secrets
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from domain.idempotency.models import IdempotencyKey, IdempotencyState
+from domain.platform.database import run_prepared
 
 # How long an in-progress reservation holds its key. A request still running after this is taken to be
 # abandoned (its process died), so the key does not answer 409 until the TTL ends; a later takeover gets a
@@ -99,7 +99,7 @@ async def reserve(conn: AsyncConnection, scope: str, key: str, fingerprint: str,
     """
     _require_aware(now)
     token = secrets.token_hex(16)
-    row = await _run(conn, "fetchrow", _RESERVE, scope, key, fingerprint, token, now,
+    row = await run_prepared(conn, "fetchrow", _RESERVE, scope, key, fingerprint, token, now,
                      now + dt.timedelta(seconds=lease_seconds))
     ttl_end = now + dt.timedelta(seconds=ttl_seconds)
     if row["token"] == token:
@@ -129,26 +129,13 @@ async def record(conn: AsyncConnection, reservation: Reservation, status: int, h
     (its lease ended and another request took the key over)."""
     held = _held(reservation)
     _require_aware(reservation.expires_at)
-    return await _run(conn, "fetchval", _RECORD, *held, status, json.dumps(headers), bytes(body),
+    return await run_prepared(conn, "fetchval", _RECORD, *held, status, json.dumps(headers), bytes(body),
                       reservation.expires_at) is not None
 
 
 async def release(conn: AsyncConnection, reservation: Reservation) -> bool:
     """Free the key of an answer that is not kept (5xx, 429, 409), so the client may retry with it."""
-    return await _run(conn, "fetchval", _RELEASE, *_held(reservation)) is not None
-
-
-async def _run(conn: AsyncConnection, method: str, sql: str, *params: Any) -> Any:
-    """``fetchrow``/``fetchval`` on the asyncpg connection under ``conn``. A connection the error closed is
-    invalidated, as SQLAlchemy's own execute would, so the pool never hands it out again."""
-    raw = await conn.get_raw_connection()
-    driver = raw.driver_connection
-    try:
-        return await getattr(driver, method)(sql, *params)
-    except Exception:
-        if driver is not None and driver.is_closed():
-            await conn.invalidate()
-        raise
+    return await run_prepared(conn, "fetchval", _RELEASE, *_held(reservation)) is not None
 
 
 def _require_aware(moment: dt.datetime) -> None:

@@ -85,14 +85,4 @@ def fields_complete(operation: Operation, key: str | None, value: str | None) ->
     return fields_decision(operation, key, value) is None
 
 
-def meta_fields_decision(key: str | None, value: str | None) -> AnyCode | None:
-    """Steps 13–14 of create."""
-    return fields_decision(Operation.CREATE, key, value)
-
-
-def cap_reached(count: int | None, cap: int) -> bool:
-    """A license holds at most ``cap`` meta keys: a create that would add one more is refused (901)."""
-    return count is not None and count >= cap
-
-
 CAP_ERRORS_REASON = "this license key holds the limit of {cap} meta keys"

@@ -39,7 +39,9 @@ from domain.events.outbox import (
     META_UPDATE_UNCHANGED,
     META_UPDATED,
 )
-from domain.license_meta.rules import LicenseView
+from domain.license_meta.codes import Operation
+from domain.license_meta.rules import LicenseView, fields_complete
+from domain.platform.database import run_prepared
 
 
 def _status(status: LicenseStatus) -> str:
@@ -282,16 +284,15 @@ class MetaWriteResult:
 async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWriteRequest], *,
                                 max_keys: int) -> list[MetaWriteResult]:
     """Creates: one result per request, in order; one autocommitted statement for all of them."""
-    driver = await _driver(conn)
     if len(requests) == 1:
         one = requests[0]
-        row = await driver.fetchrow(
-            _CREATE, one.license_key, one.identifier, one.now, _complete(one), json.dumps(one.payload),
-            one.request_id, one.key, one.value, META_CREATED, max_keys,
+        row = await run_prepared(
+            conn, "fetchrow", _CREATE, one.license_key, one.identifier, one.now, _complete(one),
+            json.dumps(one.payload), one.request_id, one.key, one.value, META_CREATED, max_keys,
         )
         return [_result(row)]
-    rows = await driver.fetch(
-        _CREATE_MANY, [r.license_key for r in requests], [r.identifier for r in requests],
+    rows = await run_prepared(
+        conn, "fetch", _CREATE_MANY, [r.license_key for r in requests], [r.identifier for r in requests],
         [r.key for r in requests], [r.value for r in requests], [r.now for r in requests],
         [_complete(r) for r in requests], [json.dumps(r.payload) for r in requests],
         [r.request_id for r in requests], META_CREATED, max_keys,
@@ -300,39 +301,32 @@ async def lookup_and_write_many(conn: AsyncConnection, requests: Sequence[MetaWr
 
 
 async def update_meta(conn: AsyncConnection, request: MetaWriteRequest, *, complete: bool) -> MetaWriteResult:
-    driver = await _driver(conn)
-    row = await driver.fetchrow(
-        _UPDATE, request.license_key, request.identifier, request.now, complete, json.dumps(request.payload),
-        request.request_id, request.key, request.value, META_UPDATED, META_UPDATE_UNCHANGED,
+    row = await run_prepared(
+        conn, "fetchrow", _UPDATE, request.license_key, request.identifier, request.now, complete,
+        json.dumps(request.payload), request.request_id, request.key, request.value, META_UPDATED,
+        META_UPDATE_UNCHANGED,
     )
     return _result(row)
 
 
 async def delete_meta(conn: AsyncConnection, request: MetaWriteRequest, *, complete: bool) -> MetaWriteResult:
-    driver = await _driver(conn)
-    row = await driver.fetchrow(
-        _DELETE, request.license_key, request.identifier, request.now, complete, json.dumps(request.payload),
-        request.request_id, request.key, META_DELETED,
+    row = await run_prepared(
+        conn, "fetchrow", _DELETE, request.license_key, request.identifier, request.now, complete,
+        json.dumps(request.payload), request.request_id, request.key, META_DELETED,
     )
     return _result(row)
 
 
 async def read_meta(conn: AsyncConnection, request: MetaWriteRequest) -> MetaWriteResult:
-    driver = await _driver(conn)
-    row = await driver.fetchrow(
-        _READ, request.license_key, request.identifier, request.now, True, json.dumps(request.payload),
-        request.request_id, request.key, META_READ,
+    row = await run_prepared(
+        conn, "fetchrow", _READ, request.license_key, request.identifier, request.now, True,
+        json.dumps(request.payload), request.request_id, request.key, META_READ,
     )
     return _result(row)
 
 
-async def _driver(conn: AsyncConnection) -> Any:
-    raw = await conn.get_raw_connection()
-    return raw.driver_connection
-
-
 def _complete(request: MetaWriteRequest) -> bool:
-    return request.key is not None and request.value is not None
+    return fields_complete(Operation.CREATE, request.key, request.value)
 
 
 def _result(row: Any) -> MetaWriteResult:

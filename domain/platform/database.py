@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.platform import embedded_postgres
@@ -88,3 +89,17 @@ def reset_engines() -> None:
         sync_engine().dispose()
     _session_factory.cache_clear()
     sync_engine.cache_clear()
+
+
+async def run_prepared(conn: AsyncConnection, method: str, sql: str, *params: Any) -> Any:
+    """``fetch``/``fetchrow``/``fetchval`` of a fixed statement on the asyncpg connection under ``conn``, through
+    asyncpg's prepared-statement cache (the hot paths' statements cost less there than through SQLAlchemy). A
+    connection the error closed is invalidated, as SQLAlchemy's own execute would, so the pool never reuses it."""
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    try:
+        return await getattr(driver, method)(sql, *params)
+    except Exception:
+        if driver is not None and driver.is_closed():
+            await conn.invalidate()
+        raise

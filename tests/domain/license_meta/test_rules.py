@@ -15,7 +15,6 @@ from domain.license_meta.rules import (
     fields_decision,
     is_expired,
     license_decision,
-    meta_fields_decision,
 )
 from domain.license_meta.service import mask_license_key
 
@@ -87,7 +86,7 @@ def test_assigned_license_without_assignment_time_never_expires() -> None:
     ("k", None, Code.META_VALUE_REQUIRED),
 ])
 def test_meta_fields_decision(key: str | None, value: str | None, code: Code | None) -> None:
-    assert meta_fields_decision(key, value) is code
+    assert fields_decision(Operation.CREATE, key, value) is code
 
 
 def test_signing_scope() -> None:
