@@ -21,7 +21,7 @@ from starlette.responses import Response
 from api.client_ip import client_ip
 from api.errors import database_unavailable
 from api.metrics import record_result_code
-from domain.access.checks import api_key_digest
+from domain.access.checks import ApiKeyRecord, api_key_digest
 from domain.idempotency import store
 from domain.idempotency.audit import audit_answer
 from domain.idempotency.codes import IDEMPOTENCY_REFUSED, IDEMPOTENT_REPLAY
@@ -32,6 +32,7 @@ from domain.license_meta.service import USER_AGENT_MAX, mask_license_key
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.platform.task_names import AUDIT_RECORD
+from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 from domain.signing.keys import GLOBAL_SCOPE
 
 HEADER = "idempotency-key"
@@ -63,36 +64,48 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
     state = request.app.state
     now = clock()
     reservation: Reservation | None = None
+    key: ApiKeyRecord | None = None
+    code = 0
     try:
         # The connection is returned before any signing or handling: those take connections of their own.
         async with state.engine.connect() as conn:
-            if problem is not None:
-                await _audit(request, conn, IDEMPOTENCY_REFUSED, scope, endpoint, values, Code.INCORRECT_DATA, now)
-            else:
+            if problem is None:
                 assert scope is not None
                 reservation = await store.reserve(conn, scope, header_values[0], fingerprint(endpoint, values),
                                                   now, state.settings.idempotency_ttl_seconds)
-                if reservation.outcome is ReservationOutcome.REPLAY:
-                    await _audit(request, conn, IDEMPOTENT_REPLAY, scope, endpoint, values,
-                                 _replayed_code(reservation), now)
-                elif reservation.outcome is not ReservationOutcome.PROCEED:
-                    await _audit(request, conn, IDEMPOTENCY_REFUSED, scope, endpoint, values,
-                                 _REFUSALS[reservation.outcome], now)
-        if reservation is None:
-            return await _signed(request, api_key, Code.INCORRECT_DATA, 400,
-                                 {"errors": {"idempotency_key": [problem]}})
-        if reservation.outcome is ReservationOutcome.REPLAY:
-            return _replay(request, reservation)
-        if reservation.outcome is not ReservationOutcome.PROCEED:
-            code = _REFUSALS[reservation.outcome]
-            response = await _signed(request, api_key, code, code.http_status, {})
-            if code is ExtensionCode.IDEMPOTENCY_IN_PROGRESS:
-                response.headers["Retry-After"] = "1"
-            return response
+            if reservation is None or reservation.outcome is not ReservationOutcome.PROCEED:
+                # Answered here, not by the endpoint: one cached lookup names the actor and the signature scheme.
+                key = await state.license_meta.api_key_record(
+                    api_key if isinstance(api_key, str) and api_key else None, conn)
+                code, event_type = _self_answer(reservation)
+                await _audit(request, conn, event_type, key.id if key is not None else None, endpoint, values,
+                             code, now)
     except (OperationalError, OSError) as exc:  # a refused connection is an OSError, not a DBAPI error
         wrapped = exc if isinstance(exc, OperationalError) else OperationalError(None, None, exc)
         return await database_unavailable(request, wrapped)
-    return await _run(request, reservation, handle)
+    if reservation is not None and reservation.outcome is ReservationOutcome.PROCEED:
+        return await _run(request, reservation, handle)
+    if reservation is not None and reservation.outcome is ReservationOutcome.REPLAY:
+        return _replay(request, reservation, code)
+    scheme = key.signature_scheme if key is not None else DEFAULT_SCHEME
+    if reservation is None:
+        return await _signed(request, scheme, Code.INCORRECT_DATA, 400, {"errors": {"idempotency_key": [problem]}})
+    refusal = _REFUSALS[reservation.outcome]
+    response = await _signed(request, scheme, refusal, refusal.http_status, {})
+    if refusal is ExtensionCode.IDEMPOTENCY_IN_PROGRESS:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def _self_answer(reservation: Reservation | None) -> tuple[int, str]:
+    """The code and audit event type of an answer the layer gives itself: a malformed key (no reservation), a
+    replay (the stored answer's code) or a refusal."""
+    if reservation is None:
+        return Code.INCORRECT_DATA, IDEMPOTENCY_REFUSED
+    if reservation.outcome is ReservationOutcome.REPLAY:
+        assert reservation.response is not None
+        return _code_of(reservation.response.body) or 0, IDEMPOTENT_REPLAY  # kept answers are envelopes
+    return _REFUSALS[reservation.outcome], IDEMPOTENCY_REFUSED
 
 
 async def _run(request: Request, reservation: Reservation, handle: Callable[[], Awaitable[Response]]) -> Response:
@@ -125,31 +138,24 @@ async def _release_quietly(engine: Any, reservation: Reservation) -> None:
         log.warning("idempotency.release_failed", error=str(exc))
 
 
-def _replayed_code(reservation: Reservation) -> int:
-    assert reservation.response is not None
-    return _code_of(reservation.response.body) or 0  # kept answers are envelopes: the 0 never shows
-
-
-def _replay(request: Request, reservation: Reservation) -> Response:
+def _replay(request: Request, reservation: Reservation, code: int) -> Response:
     stored = reservation.response
     assert stored is not None
-    record_result_code(request, _replayed_code(reservation))
+    record_result_code(request, code)
     return Response(content=stored.body, status_code=stored.status,
                     headers={**stored.headers, REPLAYED_HEADER: "true"})
 
 
-async def _signed(request: Request, api_key: object, code: AnyCode, http_status: int,
+async def _signed(request: Request, scheme: SignatureScheme, code: AnyCode, http_status: int,
                   extras: dict[str, Any]) -> Response:
-    """Signed by the global key, in the presented key's signature scheme (the default for an unknown key)."""
+    """Signed by the global key, in the presented key's signature scheme."""
     record_result_code(request, code)
-    state = request.app.state
-    scheme = await state.license_meta.signature_scheme(api_key if isinstance(api_key, str) and api_key else None)
-    response: Response = await state.signer.respond(code, GLOBAL_SCOPE, http_status=http_status, extras=extras,
-                                                    scheme=scheme)
+    response: Response = await request.app.state.signer.respond(code, GLOBAL_SCOPE, http_status=http_status,
+                                                                extras=extras, scheme=scheme)
     return response
 
 
-async def _audit(request: Request, conn: Any, event_type: str, scope: str | None, endpoint: str,
+async def _audit(request: Request, conn: Any, event_type: str, api_key_id: int | None, endpoint: str,
                  values: Mapping[str, object], code: int, now: dt.datetime) -> None:
     state = request.app.state
     peer = request.client.host if request.client else None
@@ -165,7 +171,7 @@ async def _audit(request: Request, conn: Any, event_type: str, scope: str | None
         "detail": {"endpoint": endpoint},
     }
     request_id = request.scope.get("state", {}).get("request_id")
-    event_id = await audit_answer(conn, event_type, scope, context, outcome_code=int(code), request_id=request_id,
+    event_id = await audit_answer(conn, event_type, api_key_id, context, outcome_code=int(code), request_id=request_id,
                                   now=now)
     state.doorbell.ring(AUDIT_RECORD, [event_id], request_id)
 

@@ -11,14 +11,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from domain.access.checks import load_api_key
 from domain.events.outbox import add_event_async
 
 
-async def audit_answer(conn: AsyncConnection, event_type: str, scope: str | None, context: dict[str, Any], *,
+async def audit_answer(conn: AsyncConnection, event_type: str, api_key_id: int | None, context: dict[str, Any], *,
                        outcome_code: int, request_id: str | None, now: dt.datetime) -> int:
-    """Add the event; the actor is the API key's row id when ``scope`` (the presented key's digest) is known."""
-    known = await load_api_key(conn, scope) if scope is not None else None
-    payload = {**context, "api_key_id": known.id if known is not None else None}
+    """Add the event; the actor is the presented API key's row id when the key is known."""
+    payload = {**context, "api_key_id": api_key_id}
     return await add_event_async(conn, event_type, payload, request_id=request_id, outcome_code=outcome_code,
                                  now=now)

@@ -180,13 +180,13 @@ class MetaService:
             result = await self._answer(db, request, key_record, context, now)
             return replace(result, signature_scheme=scheme)
 
-    async def signature_scheme(self, api_key: str | None) -> SignatureScheme:
-        """The scheme of the presented key (the default for none or an unknown one): the same cached lookup."""
+    async def api_key_record(self, api_key: str | None, conn: AsyncConnection) -> ApiKeyRecord | None:
+        """The presented key's record (None for none or an unknown one): the same cached lookup as check 1, read
+        on the caller's connection when the cache misses."""
         if api_key is None:
-            return DEFAULT_SCHEME
-        async with _RequestConnection(self.engine) as db:
-            key_record = await self._api_key(db, api_key)
-        return key_record.signature_scheme if key_record is not None else DEFAULT_SCHEME
+            return None
+        digest = api_key_digest(api_key)
+        return await self._api_keys.get(digest, lambda: load_api_key(conn, digest))
 
     async def _answer(self, db: _RequestConnection, request: MetaRequest, key_record: ApiKeyRecord | None,
                    context: dict[str, Any], now: dt.datetime) -> MetaResult:
