@@ -106,7 +106,8 @@ def test_steps_1_to_12_in_order(client, client_at, settings, operation: str) -> 
         issued = api_keys.create_api_key(session, name="t", capabilities=ALL)
         api_keys.deactivate_api_key(session, issued.row.id)
     refused(client, operation, world, 101, api_key=issued.secret, key="present")
-    refused(client, operation, world, 101, api_key=_key_with(capabilities=ALL, expires_at=utcnow()), key="present")
+    expired = _key_with(capabilities=ALL, expires_at=utcnow() - dt.timedelta(minutes=1))
+    refused(client, operation, world, 101, api_key=expired, key="present")
     refused(client, operation, world, 103, api_key=_key_with(capabilities=ALL, allowed_cidrs=["198.51.100.0/24"]),
             key="present")
     ip = unique_ip()
