@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
+
 from domain.access.checks import Address, Network, address_in, parse_address
 
 
@@ -30,3 +32,11 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: tuple[Networ
         if not address_in(address, trusted):
             break
     return str(client)
+
+
+def request_client_ip(request: Request) -> str | None:
+    """The client of this request, by the app's trusted proxies. Several X-Forwarded-For lines are one list
+    (RFC 9110 §5.3): a proxy that appends its own line after the client's must not leave only the first read."""
+    peer = request.client.host if request.client else None
+    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
+    return client_ip(peer, forwarded_for, request.app.state.trusted_proxies)

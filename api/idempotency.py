@@ -14,12 +14,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
-from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.client_ip import client_ip
-from api.errors import database_unavailable
+from api.client_ip import request_client_ip
+from api.errors import DATABASE_UNREACHABLE, database_unavailable
 from api.metrics import record_result_code
 from domain.access.checks import ApiKeyRecord, api_key_digest
 from domain.idempotency import store
@@ -80,9 +79,8 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
                 code, event_type = _self_answer(reservation)
                 await _audit(request, conn, event_type, key.id if key is not None else None, endpoint, values,
                              code, now)
-    except (OperationalError, OSError) as exc:  # a refused connection is an OSError, not a DBAPI error
-        wrapped = exc if isinstance(exc, OperationalError) else OperationalError(None, None, exc)
-        return await database_unavailable(request, wrapped)
+    except DATABASE_UNREACHABLE as exc:  # nothing ran: the client may retry with the same key
+        return await database_unavailable(request, exc)
     if reservation is not None and reservation.outcome is ReservationOutcome.PROCEED:
         return await _run(request, reservation, handle)
     if reservation is not None and reservation.outcome is ReservationOutcome.REPLAY:
@@ -124,7 +122,7 @@ async def _run(request: Request, reservation: Reservation, handle: Callable[[], 
                 await store.record(conn, reservation, response.status_code, kept, bytes(response.body))
             else:
                 await store.release(conn, reservation)
-    except (OperationalError, OSError) as exc:
+    except DATABASE_UNREACHABLE as exc:
         # The work is done and its answer is the truth: send it. The key stays in progress until its lease ends.
         log.error("idempotency.record_failed", error=str(exc), path=request.url.path)
     return response
@@ -158,11 +156,9 @@ async def _signed(request: Request, scheme: SignatureScheme, code: AnyCode, http
 async def _audit(request: Request, conn: Any, event_type: str, api_key_id: int | None, endpoint: str,
                  values: Mapping[str, object], code: int, now: dt.datetime) -> None:
     state = request.app.state
-    peer = request.client.host if request.client else None
-    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
     license_key = values.get("license_key")
     context = {
-        "source_ip": client_ip(peer, forwarded_for, state.trusted_proxies),
+        "source_ip": request_client_ip(request),
         "user_agent": (request.headers.get("user-agent") or "")[:USER_AGENT_MAX] or None,
         "identifier": _text(values.get("identifier")),
         "license_key_masked": mask_license_key(license_key if isinstance(license_key, str) else None),

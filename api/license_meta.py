@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.exc import OperationalError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api.client_ip import client_ip
-from api.errors import database_unavailable
+from api.client_ip import request_client_ip
+from api.errors import DATABASE_UNREACHABLE, database_unavailable
 from api.idempotency import idempotent
 from api.metrics import record_result_code
 from api.parsing import BodyRejected, parse_params, read_body
@@ -65,7 +64,7 @@ class LicenseMetaEndpoint:
         request = Request(scope, receive)
         try:
             response = await (answer(request, route) if request.method == "POST" else wrong_method(request, route))
-        except OperationalError as exc:
+        except DATABASE_UNREACHABLE as exc:
             response = await database_unavailable(request, exc)
         await response(scope, receive, send)
 
@@ -95,11 +94,7 @@ async def wrong_method(request: Request, route: Route) -> Response:
 async def _handle(request: Request, route: Route, values: dict[str, str | None], errors: dict[str, list[str]],
                   http_status: int | None) -> Response:
     state = request.app.state
-    peer = request.client.host if request.client else None
-    # Several X-Forwarded-For lines are one list (RFC 9110 §5.3): a proxy that appends its own line
-    # after the client's must not leave us reading only the client-written first one.
-    forwarded_for = ",".join(request.headers.getlist("x-forwarded-for")) or None
-    source_ip = client_ip(peer, forwarded_for, state.trusted_proxies)
+    source_ip = request_client_ip(request)
     api_key = values.get("api_key")
     # Before check 1: an abusive caller is refused before any lookup of its key or license.
     limited = await state.rate_limiter.check(api_key, source_ip)

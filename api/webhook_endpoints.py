@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from api.client_ip import client_ip
+from api.client_ip import request_client_ip
 from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
 from domain.access.checks import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
 from domain.license_meta.codes import Code
@@ -54,8 +54,7 @@ def _bearer(request: Request) -> str | None:
 
 async def admin_actor(request: Request) -> Actor:
     state = request.app.state
-    peer = request.client.host if request.client else None
-    source_ip = client_ip(peer, request.headers.get("x-forwarded-for"), state.trusted_proxies)
+    source_ip = request_client_ip(request)
     secret = _bearer(request)
     async with state.engine.connect() as conn:
         key = await load_api_key(conn, api_key_digest(secret)) if secret else None
