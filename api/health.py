@@ -3,7 +3,9 @@
 Readiness checks, run concurrently, each bounded in time:
 - ``database``: ``SELECT 1`` through the app's async engine;
 - ``migrations``: the database's ``alembic_version`` equals the head revision this code was built with;
-- ``broker``: a kombu connection can be established (one attempt, ~1 s), in a thread so the event loop stays free.
+- ``broker``: a kombu connection can be established (one attempt, ~1 s), in a thread so the event loop stays free;
+- ``signing``: a global signing key can sign. While the database is unreachable the key held in memory still
+  signs the outage answers, so the check passes and says so; it fails when there is no active key to sign with.
 A failing check yields 503 naming it. Error details go to the log, the body carries only the exception type.
 """
 
@@ -21,6 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import JSONResponse
 
+from api.errors import DATABASE_UNREACHABLE
+from api.signed_response import EnvelopeSigner
 from domain.platform.logs import get_logger
 from domain.platform.migrate import alembic_config, head_revision
 from domain.platform.settings import Settings
@@ -84,7 +88,22 @@ async def check_broker(settings: Settings) -> None:
         await anyio.to_thread.run_sync(_connect_broker, settings, abandon_on_cancel=True)
 
 
-CHECKS: dict[str, Any] = {"database": check_database, "migrations": check_migrations, "broker": check_broker}
+async def check_signing(signer: EnvelopeSigner) -> str:
+    try:
+        with anyio.fail_after(DATABASE_TIMEOUT_SECONDS):
+            kid = await signer.global_kid()
+    except DATABASE_UNREACHABLE:
+        held = signer.held_global_kid()
+        if held is None:
+            raise NotReady("no signing key held in memory and the database is unreachable") from None
+        return f"ok: key {held} held in memory (database unreachable)"
+    if kid is None:
+        raise NotReady("no active global signing key: run 'keymeta bootstrap'")
+    return "ok"
+
+
+CHECKS: dict[str, Any] = {"database": check_database, "migrations": check_migrations, "broker": check_broker,
+                          "signing": check_signing}
 
 
 @router.get("/healthz")
@@ -115,7 +134,8 @@ async def readyz(request: Request, exclude: str = "") -> JSONResponse:
             checks[name] = f"failed: {type(exc).__name__}"
             log.warning("readiness.failed", check=name, error=repr(exc))
 
-    arguments = {"database": state.engine, "migrations": state.engine, "broker": state.settings}
+    arguments = {"database": state.engine, "migrations": state.engine, "broker": state.settings,
+                 "signing": state.signer}
     async with anyio.create_task_group() as group:
         for name, check in CHECKS.items():
             if name not in skipped:

@@ -22,6 +22,7 @@ from api.errors import DATABASE_UNREACHABLE, database_unavailable
 from api.idempotency import idempotent
 from api.metrics import record_result_code
 from api.parsing import BodyRejected, parse_params, read_body
+from api.rate_limit import RateLimited, RequestRateLimiter
 from domain.license_meta.codes import Code, ExtensionCode, Operation
 from domain.license_meta.service import MetaRequest, MetaResult
 from domain.platform.task_names import AUDIT_RECORD, WEBHOOKS_FAN_OUT
@@ -77,28 +78,35 @@ async def answer(request: Request, route: Route) -> Response:
         values, errors = params.values, params.errors
     except BodyRejected as rejected:
         values, errors, http_status = {}, {"body": [rejected.reason]}, rejected.status
-    if route.operation is Operation.GET:  # a read changes nothing: there is nothing to make idempotent
-        return await _handle(request, route, values, errors, http_status)
+    # Before check 1 and before any idempotency key is looked at: a replay is a request like any other, and a
+    # 429 is no decided answer, so a limited request neither reserves nor replays a key.
+    limited = await _rate_limit(request, values.get("api_key"))
+    if route.operation is Operation.GET or limited is not None:  # a read changes nothing: nothing to make idempotent
+        return await _handle(request, route, values, errors, http_status, limited)
     # Keyed by the operation, not the path: /v1/<name> and /api/v1/<name> are one endpoint.
     return await idempotent(request, route.operation.value, values,
-                            lambda: _handle(request, route, values, errors, http_status))
+                            lambda: _handle(request, route, values, errors, http_status, None))
 
 
 async def wrong_method(request: Request, route: Route) -> Response:
     """Every answer of these endpoints is signed and audited, a wrong method's 405 included."""
-    response = await _handle(request, route, {}, {"method": [f"use POST, not {request.method}"]}, 405)
+    response = await _handle(request, route, {}, {"method": [f"use POST, not {request.method}"]}, 405,
+                             await _rate_limit(request, None))
     response.headers["Allow"] = "POST"
     return response
 
 
+async def _rate_limit(request: Request, api_key: str | None) -> RateLimited | None:
+    limiter: RequestRateLimiter = request.app.state.rate_limiter
+    return await limiter.check(api_key, request_client_ip(request))
+
+
 async def _handle(request: Request, route: Route, values: dict[str, str | None], errors: dict[str, list[str]],
-                  http_status: int | None) -> Response:
+                  http_status: int | None, limited: RateLimited | None) -> Response:
     state = request.app.state
     source_ip = request_client_ip(request)
     api_key = values.get("api_key")
-    # Before check 1: an abusive caller is refused before any lookup of its key or license.
-    limited = await state.rate_limiter.check(api_key, source_ip)
-    if limited is not None:
+    if limited is not None:  # refused before check 1, whatever else is wrong with the request
         errors, http_status = {}, None
 
     result = await state.license_meta.handle(MetaRequest(

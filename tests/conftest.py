@@ -62,6 +62,9 @@ def configure(monkeypatch: pytest.MonkeyPatch, database_url: str, master_key_tex
         "KEYMETA_VAR_DIR": str(var_dir),
         "KEYMETA_CACHE_TTL_SECONDS": "0",
         "KEYMETA_LOG_FORMAT": "json",
+        # Tests share apps (and their in-process counters) per address for the whole session and send many
+        # refusals from one address: limits off, explicitly; tests/api/test_rate_limits.py turns them on.
+        "KEYMETA_RATE_LIMIT_ENABLED": "false",
         **extra,
     }
     for name, value in env.items():

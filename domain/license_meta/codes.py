@@ -80,6 +80,7 @@ UPDATE_META_CAPABILITY = "update-license-key-meta"
 DELETE_META_CAPABILITY = "delete-license-key-meta"
 GET_META_CAPABILITY = "get-license-key-meta"
 META_CAPABILITIES = (CREATE_META_CAPABILITY, UPDATE_META_CAPABILITY, DELETE_META_CAPABILITY, GET_META_CAPABILITY)
+CONSOLE_CAPABILITY = "console"  # may sign in to the operator console (/console)
 
 
 class Operation(StrEnum):
@@ -107,6 +108,7 @@ class ExtensionCode(IntEnum):
     IDEMPOTENCY_IN_PROGRESS = 4090
     META_FOUND = 4540
     META_NOT_FOUND = 4541
+    SERVICE_UNAVAILABLE = 5030  # the database cannot be reached: nothing was decided, retry after Retry-After
 
     @property
     def message(self) -> str:
@@ -121,6 +123,7 @@ _EXTENSION_HTTP_STATUS = {
     ExtensionCode.RATE_LIMITED: 429,
     ExtensionCode.IDEMPOTENCY_KEY_REUSED: 422,
     ExtensionCode.IDEMPOTENCY_IN_PROGRESS: 409,
+    ExtensionCode.SERVICE_UNAVAILABLE: 503,
 }
 
 _EXTENSION_MESSAGES = {
@@ -129,6 +132,7 @@ _EXTENSION_MESSAGES = {
     ExtensionCode.IDEMPOTENCY_IN_PROGRESS: "A request with this idempotency key is in progress",
     ExtensionCode.META_FOUND: "Metadata found",
     ExtensionCode.META_NOT_FOUND: _KEY_MISSING,
+    ExtensionCode.SERVICE_UNAVAILABLE: "Service temporarily unavailable",
 }
 
 AnyCode = Code | ExtensionCode

@@ -7,13 +7,22 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from domain.platform import embedded_postgres
 from domain.platform.settings import Settings, get_settings, is_postgres_url
+
+# What "the database cannot be reached" raises: the driver's error, or a plain OSError for a refused connection (a
+# connect timeout is a TimeoutError, an OSError too); a pooled connection the server ended (restart, termination)
+# fails with an InterfaceError, through SQLAlchemy or on the driver directly (the prepared-statement path).
+CONNECTION_FAILURES = (OperationalError, OSError, InterfaceError, asyncpg.InterfaceError,
+                       asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+                       asyncpg.CannotConnectNowError)
 
 SYNC_DRIVER = "postgresql+psycopg"
 ASYNC_DRIVER = "postgresql+asyncpg"
@@ -54,9 +63,11 @@ def make_async_engine(settings: Settings | None = None) -> AsyncEngine:
     # TLS probe, auth) costs more than letting a request wait a moment for a pooled connection.
     # No pre-ping: it is a round trip (and an event-loop suspension) on every request. A connection that
     # died is invalidated by the error it raises (that request gets a 503) and recycled after 30 minutes.
+    # A bounded connect: asyncpg would wait 60 s for a server that does not answer; the request gets its 503 now.
     return create_async_engine(async_url(database_url(settings)), pool_size=settings.api_db_pool_size,
                                max_overflow=0, pool_pre_ping=False, pool_recycle=1800,
-                               isolation_level="AUTOCOMMIT")
+                               isolation_level="AUTOCOMMIT",
+                               connect_args={"timeout": settings.database_connect_timeout_seconds})
 
 
 @lru_cache(maxsize=1)
@@ -103,3 +114,8 @@ async def run_prepared(conn: AsyncConnection, method: str, sql: str, *params: An
         if driver is not None and driver.is_closed():
             await conn.invalidate()
         raise
+
+
+def is_connection_failure(exc: BaseException) -> bool:
+    """True when ``exc`` says the database could not be reached, not that one statement was refused."""
+    return isinstance(exc, CONNECTION_FAILURES)

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CidrList = Annotated[list[str], NoDecode]
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+RATE_LIMIT_OFF = ("", "off", "none")  # a limit string that turns its limit off
 
 
 def is_postgres_url(url: str) -> bool:
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     # PostgreSQL connections per API process. Each statement is short; more connections than the database has
     # cores to run them only add server CPU (docs/benchmarks.md).
     api_db_pool_size: int = Field(default=8, ge=2, le=200)
+    # How long the API waits for a new database connection (TCP, TLS, authentication) before answering 503: a
+    # server that does not answer must not hold a request longer than a refused connection does.
+    database_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
     broker_url: str = ""
     master_key: str = ""
     host: str = "127.0.0.1"
@@ -88,11 +92,11 @@ class Settings(BaseSettings):
     meta_max_keys_per_license: int = Field(default=100, ge=1)
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
-    # Rate limits of the signed endpoint (api/rate_limit.py; docs/api.md "Rate limits"). Off by default so the
-    # embedded default, the test suite and `make bench` (one key, one IP) are unaffected; the values are the
-    # recommended production starting point once KEYMETA_RATE_LIMIT_ENABLED=true. Limit strings use the
-    # `limits` notation ("100/second;6000/minute"); an empty string turns that one limit off.
-    rate_limit_enabled: bool = False
+    # Rate limits of the signed endpoint (api/rate_limit.py; docs/api.md "Rate limits"), on by default: the values
+    # leave a legitimate client room and stop a brute force of API keys from one address. Limit strings use the
+    # `limits` notation ("100/second;6000/minute"); an empty string or "off" turns that one limit off, and
+    # KEYMETA_RATE_LIMIT_ENABLED=false all of them (a benchmark from one address says so explicitly).
+    rate_limit_enabled: bool = True
     rate_limit_per_api_key: str = "100/second;6000/minute"
     rate_limit_per_ip: str = "50/second;3000/minute"
     # Requests answered 100/101 (unknown or inactive key) from one IP: brute force is limited much tighter.
@@ -121,11 +125,12 @@ class Settings(BaseSettings):
     def _check_rate_limit(cls, value: str) -> str:
         from limits import parse_many
 
-        if value.strip():
-            try:
-                parse_many(value)
-            except ValueError as exc:
-                raise ValueError(f"malformed rate limit {value!r} (e.g. '100/second;6000/minute')") from exc
+        if value.strip().lower() in RATE_LIMIT_OFF:
+            return ""
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"malformed rate limit {value!r} (e.g. '100/second;6000/minute' or 'off')") from exc
         return value.strip()
 
     @field_validator("rate_limit_strategy")

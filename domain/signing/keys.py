@@ -84,6 +84,12 @@ class SignerStore:
         self._by_kid: dict[str, Signer] = {}
         self._active: dict[str, tuple[float, Signer | None]] = {}
 
+    def last_known(self, scope: str) -> Signer | None:
+        """The active key of ``scope`` as last read, however stale, without touching the database: what signs while
+        the database cannot be reached. A change since that read (rotation, revocation) shows once it answers again."""
+        hit = self._active.get(scope)
+        return hit[1] if hit is not None else None
+
     async def active(self, conn_factory: AsyncConnectionFactory, scope: str, now: float) -> Signer | None:
         hit = self._active.get(scope)
         if hit is not None and hit[0] > now:

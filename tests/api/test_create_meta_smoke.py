@@ -58,7 +58,7 @@ def test_wrong_method_gets_a_signed_405_and_is_audited(client, world) -> None:
         assert session.scalar(select(func.count()).select_from(OutboxEvent)) == before + 1
 
 
-def test_a_database_error_on_the_signed_endpoint_is_a_503_with_retry_after(client, world, monkeypatch) -> None:
+def test_a_database_error_on_the_signed_endpoint_is_a_signed_503_with_retry_after(client, world, monkeypatch) -> None:
     from sqlalchemy.exc import OperationalError
 
     async def unreachable(_request):
@@ -67,4 +67,6 @@ def test_a_database_error_on_the_signed_endpoint_is_a_503_with_retry_after(clien
     monkeypatch.setattr(client.app.state.license_meta, "handle", unreachable)
     response = client.post("/api/v1/create-license-key-meta", data=world.form())
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
-    assert response.json() == {"error": "database unavailable, retry shortly"}
+    body = response.json()
+    assert (body["response"]["code"], body["response"]["message"]) == (5030, "Service temporarily unavailable")
+    assert verify_envelope(response.content, _public_keys()) == response.headers["x-signature-key-id"]

@@ -1,4 +1,4 @@
-"""Liveness and readiness: /readyz names the part that is missing (database, migrations, broker)."""
+"""Liveness and readiness: /readyz names the part that is missing (database, migrations, broker, signing)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_readyz_ready_on_the_embedded_broker(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json() == {"status": "ready",
-                               "checks": {"database": "ok", "migrations": "ok", "broker": "ok"}}
+                               "checks": {"database": "ok", "migrations": "ok", "broker": "ok", "signing": "ok"}}
     assert response.headers["cache-control"] == "no-store"
 
 
@@ -133,7 +133,7 @@ def test_readyz_can_leave_the_broker_out(settings: Settings, monkeypatch: pytest
         response = bad.get("/readyz", params={"exclude": "broker"})
         unknown = bad.get("/readyz", params={"exclude": "brokr"})
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok"}}
+    assert response.json() == {"status": "ready", "checks": {"database": "ok", "migrations": "ok", "signing": "ok"}}
     assert unknown.status_code == 400
 
 
@@ -154,3 +154,23 @@ def test_readyz_503_when_the_database_is_gone(client: TestClient) -> None:
     body = response.json()
     assert body["failing"] == ["database", "migrations"]
     assert body["checks"]["database"] == "failed: ConnectionRefusedError"
+
+
+def test_readyz_503_names_signing_without_an_active_global_key(client: TestClient) -> None:
+    class NoActiveKey:
+        async def global_kid(self) -> None:
+            return None
+
+        def held_global_kid(self) -> None:
+            return None
+
+    original = client.app.state.signer  # type: ignore[attr-defined]
+    client.app.state.signer = NoActiveKey()  # type: ignore[attr-defined]
+    try:
+        response = client.get("/readyz", params={"exclude": "broker"})
+    finally:
+        client.app.state.signer = original  # type: ignore[attr-defined]
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["signing"]
+    assert body["checks"]["signing"] == "no active global signing key: run 'keymeta bootstrap'"

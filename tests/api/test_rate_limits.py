@@ -47,7 +47,8 @@ def clock(request: pytest.FixtureRequest) -> FakeClock:
     return FakeClock(request.param)
 
 
-def assert_rate_limited(response: Any, scope: str) -> dict[str, Any]:
+def assert_rate_limited(response: Any, scope: str | None) -> dict[str, Any]:
+    """A signed 429 (4290); ``scope`` names the limit the reason must name (None: any of them)."""
     assert response.status_code == 429, response.text
     retry_after = int(response.headers["retry-after"])
     assert 1 <= retry_after <= 3600
@@ -61,7 +62,8 @@ def assert_rate_limited(response: Any, scope: str) -> dict[str, Any]:
     assert body["private_key_used"] == "global"
     [reason] = inner["errors"]["rate_limit"]
     assert reason.endswith(f"retry after {retry_after} s")
-    assert {"api_key": "API key", "ip": "from this IP", "failed_auth": "failed authentication"}[scope] in reason
+    if scope is not None:
+        assert {"api_key": "API key", "ip": "from this IP", "failed_auth": "failed authentication"}[scope] in reason
     assert verify_envelope(response.content, public_keys()) == response.headers["x-signature-key-id"]
     return inner
 
@@ -151,6 +153,26 @@ def test_per_ip_limit_counts_every_key_from_one_address(limited: Any, store: str
     assert post(client_for(unique_ip()), make_world()).json()["response"]["code"] == 453
 
 
+def test_a_repeat_with_an_idempotency_key_counts_and_a_limited_one_neither_replays_nor_frees_the_key(
+        limited: Any, clock: FakeClock) -> None:
+    client = limited("memory", per_key="2/minute")(unique_ip())
+    world = make_world()
+    form, headers = world.form(), {"Idempotency-Key": f"retry-{uuid.uuid4()}"}
+    first = client.post(ENDPOINT, data=form, headers=headers)
+    replayed = client.post(ENDPOINT, data=form, headers=headers)
+    assert first.json()["response"]["code"] == 453
+    assert replayed.headers["idempotent-replayed"] == "true" and replayed.content == first.content
+    before = counts()
+    over = client.post(ENDPOINT, data=form, headers=headers)
+    assert_rate_limited(over, "api_key")
+    assert "idempotent-replayed" not in over.headers
+    [event] = new_outbox_events(before)  # audited as the refusal it is, not as a replay
+    assert event.outcome_code == 4290 and event.type == "license_key_meta.create_refused"
+    clock.advance(120)
+    again = client.post(ENDPOINT, data=form, headers=headers)
+    assert again.headers["idempotent-replayed"] == "true" and again.content == first.content
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_failed_authentication_is_limited_tighter_and_locks_the_address(limited: Any, store: str) -> None:
     client_for = limited(store, per_key="100/minute", per_ip="100/minute", failed="2/minute")
@@ -219,10 +241,14 @@ def test_unreachable_store_fails_open(limited: Any) -> None:
     assert post(client, world).json()["response"]["code"] == 453
 
 
-def test_disabled_by_default_and_misconfiguration_refused() -> None:
+def test_on_by_default_each_limit_can_be_turned_off_and_misconfiguration_refused() -> None:
     defaults = Settings(_env_file=None)  # type: ignore[call-arg]
-    assert defaults.rate_limit_enabled is False
+    assert defaults.rate_limit_enabled is True
+    assert defaults.rate_limit_per_api_key and defaults.rate_limit_per_ip and defaults.rate_limit_failed_auth_per_ip
     assert defaults.rate_limit_storage_url == "memory://"
+    one_off = Settings(_env_file=None, rate_limit_per_ip="off", rate_limit_per_api_key="")  # type: ignore[call-arg]
+    assert (one_off.rate_limit_per_ip, one_off.rate_limit_per_api_key) == ("", "")
+    assert one_off.rate_limit_failed_auth_per_ip == defaults.rate_limit_failed_auth_per_ip
     with pytest.raises(ValueError, match="malformed rate limit"):
         Settings(_env_file=None, rate_limit_per_ip="lots")  # type: ignore[call-arg]
     from api.rate_limit import make_storage
@@ -230,3 +256,48 @@ def test_disabled_by_default_and_misconfiguration_refused() -> None:
     with pytest.raises(ValueError, match="memory:// or redis://"):
         make_storage("memcached://127.0.0.1:11211")
 
+
+
+class PeerFromHeader:
+    """Test-only: the socket peer of each request is the ``x-test-peer`` header, so that clients at several
+    addresses share one app (one API process, one set of counters)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            peer = dict(scope["headers"]).get(b"x-test-peer")
+            if peer is not None:
+                scope = {**scope, "client": (peer.decode("ascii"), 40000)}
+        await self.app(scope, receive, send)
+
+
+def test_a_flood_of_failed_authentications_is_throttled_by_default_and_spares_other_clients(
+        database_url: str, master_key_text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        clock: FakeClock) -> None:
+    from api.app import create_app
+    from api.rate_limit import RequestRateLimiter
+
+    configure(monkeypatch, database_url, master_key_text, tmp_path / "var")
+    monkeypatch.delenv("KEYMETA_RATE_LIMIT_ENABLED")  # the suite turns the limits off; here they are the defaults
+    get_settings.cache_clear()
+    settings = get_settings()
+    assert settings.rate_limit_enabled
+    monkeypatch.setattr("api.app.RequestRateLimiter", functools.partial(RequestRateLimiter, clock=clock))
+    attacker, legitimate = {"x-test-peer": unique_ip()}, {"x-test-peer": unique_ip()}
+    world = make_world()
+    codes: list[int] = []
+    with TestClient(PeerFromHeader(create_app(settings))) as client:
+        for n in range(600):
+            guess = client.post(ENDPOINT, data=world.form(api_key=f"km_guessed_{n}"), headers=attacker)
+            codes.append(guess.json()["response"]["code"])
+            if n % 100 == 99:  # the legitimate client keeps working throughout the flood
+                assert client.post(ENDPOINT, data=world.form(), headers=legitimate).json()["response"]["code"] == 453
+        # Over its per-IP limit as well by now: the reason names whichever frees the address last.
+        assert_rate_limited(guess, None)
+        # The address stays locked for a valid key too, until its windows free it.
+        assert_rate_limited(client.post(ENDPOINT, data=world.form(), headers=attacker), None)
+    failed_auth_limit = settings.rate_limit_failed_auth_per_ip.split(";")[0]  # "10/minute"
+    allowed = int(failed_auth_limit.split("/")[0])
+    assert codes == [100] * allowed + [4290] * (600 - allowed)

@@ -198,6 +198,7 @@ EXTENSION_TABLE = [
     (4090, "A request with this idempotency key is in progress", 409),
     (4540, "Metadata found", 200),
     (4541, "Meta key doesn't exist", 200),
+    (5030, "Service temporarily unavailable", 503),
 ]
 
 
