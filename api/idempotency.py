@@ -21,11 +21,11 @@ from api.client_ip import request_client_ip
 from api.errors import DATABASE_UNREACHABLE, database_unavailable
 from api.metrics import record_result_code
 from domain.access.checks import ApiKeyRecord, api_key_digest
-from domain.idempotency import store
 from domain.idempotency.audit import audit_answer
 from domain.idempotency.codes import IDEMPOTENCY_REFUSED, IDEMPOTENT_REPLAY
 from domain.idempotency.keys import fingerprint, is_decided, key_problem
-from domain.idempotency.store import Reservation, ReservationOutcome
+from domain.idempotency.service import IdempotencyKeys
+from domain.idempotency.store import Claim, Reservation, ReservationOutcome, StoredResponse
 from domain.license_meta.codes import AnyCode, Code, ExtensionCode
 from domain.license_meta.service import USER_AGENT_MAX, mask_license_key
 from domain.platform.logs import get_logger
@@ -66,14 +66,14 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
     key: ApiKeyRecord | None = None
     code = 0
     try:
-        # The connection is returned before any signing or handling: those take connections of their own.
-        async with state.engine.connect() as conn:
-            if problem is None:
-                assert scope is not None
-                reservation = await store.reserve(conn, scope, header_values[0], fingerprint(endpoint, values),
-                                                  now, state.settings.idempotency_ttl_seconds)
-            if reservation is None or reservation.outcome is not ReservationOutcome.PROCEED:
-                # Answered here, not by the endpoint: one cached lookup names the actor and the signature scheme.
+        if problem is None:
+            assert scope is not None
+            reservation = await state.idempotency.reserve(Claim(
+                scope, header_values[0], fingerprint(endpoint, values), now, state.settings.idempotency_ttl_seconds))
+        if reservation is None or reservation.outcome is not ReservationOutcome.PROCEED:
+            # Answered here, not by the endpoint: one cached lookup names the actor and the signature scheme.
+            # The connection is returned before any signing: that takes a connection of its own.
+            async with state.engine.connect() as conn:
                 key = await state.license_meta.api_key_record(
                     api_key if isinstance(api_key, str) and api_key else None, conn)
                 code, event_type = _self_answer(reservation)
@@ -108,30 +108,28 @@ def _self_answer(reservation: Reservation | None) -> tuple[int, str]:
 
 async def _run(request: Request, reservation: Reservation, handle: Callable[[], Awaitable[Response]]) -> Response:
     """The held key's work; its answer is kept when decided, else the key is freed for a retry."""
-    engine = request.app.state.engine
+    keys: IdempotencyKeys = request.app.state.idempotency
     try:
         response = await handle()
     except BaseException:
         with anyio.CancelScope(shield=True):  # a cancelled request must still free its key
-            await _release_quietly(engine, reservation)
+            await _release_quietly(keys, reservation)
         raise
     try:
-        async with engine.connect() as conn:
-            if is_decided(response.status_code, _envelope_code(response)):
-                kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
-                await store.record(conn, reservation, response.status_code, kept, bytes(response.body))
-            else:
-                await store.release(conn, reservation)
+        if is_decided(response.status_code, _envelope_code(response)):
+            kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
+            await keys.record(reservation, StoredResponse(response.status_code, kept, bytes(response.body)))
+        else:
+            await keys.release(reservation)
     except DATABASE_UNREACHABLE as exc:
         # The work is done and its answer is the truth: send it. The key stays in progress until its lease ends.
         log.error("idempotency.record_failed", error=str(exc), path=request.url.path)
     return response
 
 
-async def _release_quietly(engine: Any, reservation: Reservation) -> None:
+async def _release_quietly(keys: IdempotencyKeys, reservation: Reservation) -> None:
     try:
-        async with engine.connect() as conn:
-            await store.release(conn, reservation)
+        await keys.release(reservation)
     except Exception as exc:  # noqa: BLE001 - the handler's own error is the one to report; the lease ends it
         log.warning("idempotency.release_failed", error=str(exc))
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,34 +29,50 @@ LEASE_SECONDS = 60.0
 _TAKEOVER_COLUMNS = ("fingerprint", "token", "state", "response_status", "response_headers", "response_body",
                      "created_at", "expires_at")
 # The hot statements are fixed SQL run on asyncpg's own prepared-statement cache (as domain/license_meta/store.py
-# does): building them with SQLAlchemy Core costs more CPU per request than the server spends on them.
-# $1 scope, $2 key, $3 fingerprint, $4 token, $5 now, $6 end of the lease. On conflict, a row past expires_at is
-# taken over (the _TAKEOVER_COLUMNS replaced); any other row is rewritten with its own values, which locks it.
+# does): building them with SQLAlchemy Core costs more CPU per request than the server spends on them. Each takes
+# arrays, one element per request, so concurrent requests share one statement (domain/platform/write_batches.py).
+#
+# Reserve: $1 scopes, $2 keys, $3 fingerprints, $4 tokens, $5 nows, $6 ends of the leases. A key present twice
+# is written once, by its earliest request; the others read the row it left. Rows are written in (scope, key)
+# order, so two batches never wait on each other in a cycle. On conflict, a row past expires_at is taken over
+# (the _TAKEOVER_COLUMNS replaced); any other row is rewritten with its own values, which locks it.
 _RESERVE = """
-INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, state, created_at, expires_at)
-VALUES ($1::varchar, $2::varchar, $3::varchar, $4::varchar, 'in_progress', $5::timestamptz, $6::timestamptz)
-ON CONFLICT (scope, key) DO UPDATE SET
-    fingerprint = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.fingerprint ELSE k.fingerprint END,
-    token = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.token ELSE k.token END,
-    state = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.state ELSE k.state END,
-    response_status = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_status
-                           ELSE k.response_status END,
-    response_headers = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_headers
-                            ELSE k.response_headers END,
-    response_body = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_body
-                         ELSE k.response_body END,
-    created_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.created_at ELSE k.created_at END,
-    expires_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.expires_at ELSE k.expires_at END
-RETURNING k.token, k.state, k.fingerprint, k.response_status, k.response_headers::text, k.response_body
+WITH req AS (
+    SELECT * FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::timestamptz[],
+                         $6::timestamptz[]) WITH ORDINALITY AS r(scope, key, fingerprint, token, now, lease_end, n)
+),
+taken AS (
+    INSERT INTO idempotency_keys AS k (scope, key, fingerprint, token, state, created_at, expires_at)
+    SELECT DISTINCT ON (scope, key) scope, key, fingerprint, token, 'in_progress', now, lease_end
+    FROM req ORDER BY scope, key, n
+    ON CONFLICT (scope, key) DO UPDATE SET
+        fingerprint = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.fingerprint ELSE k.fingerprint END,
+        token = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.token ELSE k.token END,
+        state = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.state ELSE k.state END,
+        response_status = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_status
+                               ELSE k.response_status END,
+        response_headers = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_headers
+                                ELSE k.response_headers END,
+        response_body = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.response_body
+                             ELSE k.response_body END,
+        created_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.created_at ELSE k.created_at END,
+        expires_at = CASE WHEN k.expires_at <= excluded.created_at THEN excluded.expires_at ELSE k.expires_at END
+    RETURNING k.scope, k.key, k.token, k.state, k.fingerprint, k.response_status, k.response_headers::text,
+              k.response_body
+)
+SELECT taken.* FROM req JOIN taken USING (scope, key) ORDER BY req.n
+"""
+# Record: $1 scopes, $2 keys, $3 tokens (the rows the reservations hold, while still in progress), $4 statuses,
+# $5 headers (JSON text), $6 bodies, $7 ends of the TTL. Returns the keys recorded.
+_RECORD = """
+UPDATE idempotency_keys k SET state = 'decided', response_status = r.status, response_headers = r.headers::json,
+       response_body = r.body, expires_at = r.expires_at
+FROM unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::integer[], $5::text[], $6::bytea[],
+            $7::timestamptz[]) AS r(scope, key, token, status, headers, body, expires_at)
+WHERE k.scope = r.scope AND k.key = r.key AND k.token = r.token AND k.state = 'in_progress'
+RETURNING k.scope, k.key
 """
 # $1 scope, $2 key, $3 token: the row the reservation holds, while it is still in progress.
-# $4 status, $5 headers (JSON text), $6 body, $7 end of the TTL.
-_RECORD = """
-UPDATE idempotency_keys SET state = 'decided', response_status = $4::integer, response_headers = $5::json,
-       response_body = $6::bytea, expires_at = $7::timestamptz
-WHERE scope = $1::varchar AND key = $2::varchar AND token = $3::varchar AND state = 'in_progress'
-RETURNING id
-"""
 _RELEASE = """
 DELETE FROM idempotency_keys
 WHERE scope = $1::varchar AND key = $2::varchar AND token = $3::varchar AND state = 'in_progress'
@@ -88,36 +106,70 @@ class Reservation:
     response: StoredResponse | None = None  # the answer to replay (REPLAY only)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A request's bid for (scope, key): the key is held until ``now`` + the lease, a kept answer until + the TTL."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    now: dt.datetime
+    ttl_seconds: float
+    lease_seconds: float = LEASE_SECONDS
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """A decided answer to keep for replay, for the key its reservation holds."""
+
+    reservation: Reservation
+    response: StoredResponse
+
+
 async def reserve(conn: AsyncConnection, scope: str, key: str, fingerprint: str, now: dt.datetime,
                   ttl_seconds: float, lease_seconds: float = LEASE_SECONDS) -> Reservation:
-    """Take (scope, key) for this request, or say why not, in one statement.
+    """One request's :func:`reserve_many`."""
+    return (await reserve_many(conn, [Claim(scope, key, fingerprint, now, ttl_seconds, lease_seconds)]))[0]
+
+
+async def reserve_many(conn: AsyncConnection, claims: Sequence[Claim]) -> list[Reservation]:
+    """Take each (scope, key) for its request, or say why not, in one statement; one reservation per claim.
 
     A new key is inserted in progress. An existing one is taken over only when it is past ``expires_at``
     (expired, or an abandoned lease); otherwise the statement rewrites the row with its own values, which
     locks it and returns it, so concurrent requests with one key see exactly one holder and every other
     one sees the row as that holder left it (no read-then-write, no second statement).
     """
-    _require_aware(now)
-    token = secrets.token_hex(16)
-    row = await run_prepared(conn, "fetchrow", _RESERVE, scope, key, fingerprint, token, now,
-                     now + dt.timedelta(seconds=lease_seconds))
-    ttl_end = now + dt.timedelta(seconds=ttl_seconds)
+    for claim in claims:
+        _require_aware(claim.now)
+    tokens = [secrets.token_hex(16) for _ in claims]
+    rows = await run_prepared(
+        conn, "fetch", _RESERVE, [c.scope for c in claims], [c.key for c in claims],
+        [c.fingerprint for c in claims], tokens, [c.now for c in claims],
+        [c.now + dt.timedelta(seconds=c.lease_seconds) for c in claims])
+    if len(rows) != len(claims):
+        raise RuntimeError(f"{len(claims)} reservations returned {len(rows)} rows")
+    return [_reservation(claim, token, row) for claim, token, row in zip(claims, tokens, rows, strict=True)]
+
+
+def _reservation(claim: Claim, token: str, row: Any) -> Reservation:
+    ttl_end = claim.now + dt.timedelta(seconds=claim.ttl_seconds)
     if row["token"] == token:
         outcome = ReservationOutcome.PROCEED
-    elif row["fingerprint"] != fingerprint:
+    elif row["fingerprint"] != claim.fingerprint:
         outcome = ReservationOutcome.MISMATCH
     elif row["state"] == IdempotencyState.DECIDED:
         headers = row["response_headers"]
         stored = StoredResponse(status=row["response_status"], headers=dict(json.loads(headers) if headers else {}),
                                 body=bytes(row["response_body"] or b""))
-        return Reservation(ReservationOutcome.REPLAY, scope, key, token, ttl_end, stored)
+        return Reservation(ReservationOutcome.REPLAY, claim.scope, claim.key, token, ttl_end, stored)
     else:
         outcome = ReservationOutcome.IN_PROGRESS
-    return Reservation(outcome, scope, key, token, ttl_end)
+    return Reservation(outcome, claim.scope, claim.key, token, ttl_end)
 
 
 def _held(reservation: Reservation) -> tuple[str, str, str]:
-    """The parameters $1–$3 of a statement on the row this reservation holds."""
+    """Scope, key and token of the row this reservation holds."""
     if reservation.outcome is not ReservationOutcome.PROCEED:
         raise ValueError(f"a {reservation.outcome} reservation holds no key")
     return reservation.scope, reservation.key, reservation.token
@@ -125,12 +177,22 @@ def _held(reservation: Reservation) -> tuple[str, str, str]:
 
 async def record(conn: AsyncConnection, reservation: Reservation, status: int, headers: dict[str, str],
                  body: bytes) -> bool:
-    """Keep the decided answer for replay until the TTL ends. False when the reservation was lost meanwhile
-    (its lease ended and another request took the key over)."""
-    held = _held(reservation)
-    _require_aware(reservation.expires_at)
-    return await run_prepared(conn, "fetchval", _RECORD, *held, status, json.dumps(headers), bytes(body),
-                      reservation.expires_at) is not None
+    """One request's :func:`record_many`."""
+    return (await record_many(conn, [KeptAnswer(reservation, StoredResponse(status, headers, body))]))[0]
+
+
+async def record_many(conn: AsyncConnection, answers: Sequence[KeptAnswer]) -> list[bool]:
+    """Keep each decided answer for replay until its TTL ends, in one statement. False for an answer whose
+    reservation was lost meanwhile (its lease ended and another request took the key over)."""
+    held = [_held(answer.reservation) for answer in answers]
+    for answer in answers:
+        _require_aware(answer.reservation.expires_at)
+    rows = await run_prepared(
+        conn, "fetch", _RECORD, [h[0] for h in held], [h[1] for h in held], [h[2] for h in held],
+        [a.response.status for a in answers], [json.dumps(a.response.headers) for a in answers],
+        [bytes(a.response.body) for a in answers], [a.reservation.expires_at for a in answers])
+    recorded = {(row["scope"], row["key"]) for row in rows}
+    return [(scope, key) in recorded for scope, key, _ in held]
 
 
 async def release(conn: AsyncConnection, reservation: Reservation) -> bool:

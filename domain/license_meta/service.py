@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from types import TracebackType
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -54,10 +52,11 @@ from domain.license_meta.store import (
     read_meta,
     update_meta,
 )
-from domain.license_meta.write_batches import WriteBatcher
+from domain.platform.database import is_connection_failure
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.platform.ttl_cache import TtlCache
+from domain.platform.write_batches import WriteBatcher
 from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 from domain.signing.keys import GLOBAL_SCOPE
 
@@ -120,30 +119,17 @@ class _RequestConnection:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._stack: AsyncExitStack | None = None
         self._conn: AsyncConnection | None = None
-
-    async def __aenter__(self) -> _RequestConnection:
-        return self
-
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        traceback: TracebackType | None) -> None:
-        await self.release(exc)
 
     async def get(self) -> AsyncConnection:
         if self._conn is None:
-            stack = AsyncExitStack()
-            self._conn = await stack.enter_async_context(self._engine.connect())
-            self._stack = stack
+            self._conn = await self._engine.connect().start()
         return self._conn
 
-    async def release(self, error: BaseException | None = None) -> None:
-        stack, self._stack, self._conn = self._stack, None, None
-        if stack is not None:
-            if error is None:
-                await stack.aclose()
-            else:
-                await stack.__aexit__(type(error), error, error.__traceback__)
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
 
 
 class MetaService:
@@ -154,7 +140,7 @@ class MetaService:
         self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
         self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
         self.write_batcher: WriteBatcher[MetaWriteRequest, MetaWriteResult] = WriteBatcher(
-            self._write_batch, max_in_flight=max_write_batches)
+            self._write_batch, max_in_flight=max_write_batches, fails_all=is_connection_failure)
 
     async def _write_batch(self, requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
         async with self.engine.connect() as conn:  # autocommit: the statement is the transaction
@@ -171,7 +157,8 @@ class MetaService:
             "meta_key": request.key,
             "product_id": None,
         }
-        async with _RequestConnection(self.engine) as db:
+        db = _RequestConnection(self.engine)
+        try:
             key_record = await self._api_key(db, request.api_key) if request.api_key is not None else None
             context["api_key_id"] = key_record.id if key_record is not None else None
             # A refusal before step 1 (rate limit) must not tell a guesser, by its scheme, that its key exists.
@@ -179,6 +166,8 @@ class MetaService:
                 else DEFAULT_SCHEME
             result = await self._answer(db, request, key_record, context, now)
             return replace(result, signature_scheme=scheme)
+        finally:
+            await db.release()
 
     async def api_key_record(self, api_key: str | None, conn: AsyncConnection) -> ApiKeyRecord | None:
         """The presented key's record (None for none or an unknown one): the same cached lookup as check 1, read

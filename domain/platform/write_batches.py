@@ -1,9 +1,12 @@
-"""Concurrent create-meta writes share round trips: while ``max_in_flight`` batches are running, new writes
-wait, and the next free slot takes every write that is waiting (up to ``max_batch``) as one batch.
+"""Concurrent writes of one kind (creates, idempotency reservations and records) share round trips: while
+``max_in_flight`` batches are running, new writes wait, and the next free slot takes every write that is waiting
+(up to ``max_batch``) as one batch.
 
 Nothing waits when there is room, so a lone request goes out at once; under load, batches form by themselves
 and each row costs the database and this process a fraction of a statement of its own (docs/benchmarks.md).
-A batch that fails is retried one write at a time, so one bad row cannot fail its neighbours.
+A batch that fails is retried one write at a time, so one bad row cannot fail its neighbours; a failure that
+would fail every write alike (``fails_all``: the database is unreachable) is handed to all of them at once
+instead, so an outage costs one attempt per batch, not one per write.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ Result = TypeVar("Result")
 
 class WriteBatcher(Generic[Item, Result]):
     def __init__(self, execute: Callable[[Sequence[Item]], Awaitable[list[Result]]], max_in_flight: int,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, fails_all: Callable[[Exception], bool] = lambda exc: False) -> None:
         if max_in_flight < 1 or max_batch < 1:
             raise ValueError("max_in_flight and max_batch must be at least 1")
         self._execute = execute
+        self._fails_all = fails_all
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
@@ -58,8 +62,9 @@ class WriteBatcher(Generic[Item, Result]):
         try:
             results = await self._send([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 — handed to the waiting requests, or retried one by one
-            if len(batch) == 1:
-                _settle(batch[0][1], exception=exc)
+            if len(batch) == 1 or self._fails_all(exc):
+                for _, future in batch:
+                    _settle(future, exception=exc)
                 return
             for item, future in batch:
                 try:

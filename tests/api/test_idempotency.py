@@ -25,6 +25,7 @@ from domain.access import api_keys
 from domain.access.checks import api_key_digest
 from domain.events.models import OutboxEvent
 from domain.idempotency.models import IdempotencyKey
+from domain.idempotency.service import IdempotencyKeys
 from domain.license_meta.codes import Code, ExtensionCode
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
@@ -274,14 +275,16 @@ def test_a_request_without_an_api_key_goes_straight_to_the_endpoint(harness: Har
 
 def test_an_unavailable_store_answers_503_and_runs_nothing(harness: Harness) -> None:
     state = harness.client.app.state  # type: ignore[attr-defined]
-    engine = state.engine
+    engine, keys = state.engine, state.idempotency
     # A real server that refuses connections: port 1 on loopback has no listener.
     state.engine = create_async_engine("postgresql+asyncpg://keymeta@127.0.0.1:1/none")
+    state.idempotency = IdempotencyKeys(state.engine)
     try:
         response = harness.post()
     finally:
         harness.client.portal.call(state.engine.dispose)  # type: ignore[union-attr]
-        state.engine = engine
+        state.engine, state.idempotency = engine, keys
     assert response.status_code == 503
-    assert response.json() == {"error": "database unavailable, retry shortly"}
+    assert response.json()["response"]["code"] == ExtensionCode.SERVICE_UNAVAILABLE
+    assert verify_envelope(response.content, public_keys()) == response.headers["x-signature-key-id"]
     assert harness.fake.calls == 0

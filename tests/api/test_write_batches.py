@@ -1,4 +1,4 @@
-"""Concurrent create-meta requests share write statements (domain.license_meta.write_batches), and a shared
+"""Concurrent create-meta requests share write statements (domain.platform.write_batches), and a shared
 statement decides every request exactly as a statement of its own would."""
 
 from __future__ import annotations

@@ -96,6 +96,61 @@ def test_concurrent_reserves_with_mixed_parameters_have_one_holder_and_mismatche
         assert result.outcome is (ReservationOutcome.IN_PROGRESS if same else ReservationOutcome.MISMATCH)
 
 
+def test_one_statement_reserves_for_many_requests_and_a_repeated_key_has_one_holder(settings: Settings) -> None:
+    scope = new_scope()
+    claims = [store.Claim(scope, "a", "f" * 64, T0, TTL), store.Claim(scope, "b", "f" * 64, T0, TTL),
+              store.Claim(scope, "a", "f" * 64, T0, TTL), store.Claim(scope, "a", "0" * 64, T0, TTL)]
+
+    async def scenario(engine: AsyncEngine) -> list[store.Reservation]:
+        async with engine.connect() as conn:
+            return await store.reserve_many(conn, claims)
+
+    results = run(settings, scenario)
+    assert [(r.key, r.outcome) for r in results] == [
+        ("a", ReservationOutcome.PROCEED), ("b", ReservationOutcome.PROCEED),
+        ("a", ReservationOutcome.IN_PROGRESS), ("a", ReservationOutcome.MISMATCH)]
+    assert rows(scope) == 2
+
+
+def test_concurrent_batches_over_the_same_keys_in_any_order_have_one_holder_per_key(settings: Settings) -> None:
+    """Rows are written in key order whatever the order of the claims, so batches cannot deadlock each other."""
+    scope = new_scope()
+    keys = [f"k{i}" for i in range(10)]
+
+    async def scenario(engine: AsyncEngine) -> list[list[store.Reservation]]:
+        def batch(i: int) -> list[store.Claim]:
+            ordered = keys if i % 2 else list(reversed(keys))
+            return [store.Claim(scope, key, "f" * 64, T0, TTL) for key in ordered]
+        return await concurrently(engine, 8, lambda i, conn: store.reserve_many(conn, batch(i)))
+
+    holders = Counter(r.key for batch in run(settings, scenario) for r in batch
+                      if r.outcome is ReservationOutcome.PROCEED)
+    assert holders == {key: 1 for key in keys}
+    assert rows(scope) == len(keys)
+
+
+def test_one_statement_records_many_answers_and_says_which_reservation_was_lost(settings: Settings) -> None:
+    scope = new_scope()
+
+    async def scenario(engine: AsyncEngine) -> tuple[list[bool], store.Reservation, store.Reservation]:
+        kept = await reserve(engine, scope, key="kept")
+        lost = await reserve(engine, scope, key="lost")
+        await reserve(engine, scope, key="lost", now=T0 + dt.timedelta(seconds=store.LEASE_SECONDS))  # taken over
+        response = store.StoredResponse(200, HEADERS, BODY)
+        async with engine.connect() as conn:
+            recorded = await store.record_many(conn, [store.KeptAnswer(kept, response),
+                                                      store.KeptAnswer(lost, response)])
+        later = T0 + dt.timedelta(seconds=store.LEASE_SECONDS + 1)
+        return (recorded, await reserve(engine, scope, key="kept", now=later),
+                await reserve(engine, scope, key="lost", now=later))
+
+    recorded, kept_again, lost_again = run(settings, scenario)
+    assert recorded == [True, False]
+    assert kept_again.outcome is ReservationOutcome.REPLAY
+    assert kept_again.response == store.StoredResponse(200, HEADERS, BODY)
+    assert lost_again.outcome is ReservationOutcome.IN_PROGRESS  # still the taker's, untouched by the late answer
+
+
 def test_a_recorded_answer_is_replayed_to_every_concurrent_repeat(settings: Settings) -> None:
     scope = new_scope()
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from domain.license_meta.write_batches import WriteBatcher
+from domain.platform.write_batches import WriteBatcher
 
 
 class Recorder:
@@ -81,6 +81,20 @@ def test_a_failed_batch_is_retried_one_write_at_a_time_so_only_the_bad_write_fai
         assert results[:3] == [0, 10, 20] and results[4] == 40
         assert isinstance(results[3], ValueError) and "bad items [3]" in str(results[3])
         assert recorder.batches == [[0], [1, 2, 3, 4], [1], [2], [3], [4]]
+
+    asyncio.run(scenario())
+
+
+def test_a_failure_that_fails_every_write_is_handed_to_all_without_retrying_them_one_by_one() -> None:
+    async def scenario() -> None:
+        recorder = Recorder(bad=frozenset({3}))
+        batcher = WriteBatcher(recorder.execute, max_in_flight=1, fails_all=lambda exc: isinstance(exc, ValueError))
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+        await _settle_loop()
+        recorder.release.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert results[0] == 0 and all(isinstance(result, ValueError) for result in results[1:])
+        assert recorder.batches == [[0], [1, 2, 3, 4]]
 
     asyncio.run(scenario())
 
