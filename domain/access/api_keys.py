@@ -11,11 +11,11 @@ from sqlalchemy.orm import Session
 
 from domain.access.checks import api_key_digest, parse_network
 from domain.access.models import ApiKey
-from domain.license_meta.codes import CREATE_META_CAPABILITY, META_CAPABILITIES
+from domain.license_meta.codes import CONSOLE_CAPABILITY, CREATE_META_CAPABILITY, META_CAPABILITIES
 from domain.signing.envelope import DEFAULT_SCHEME, SignatureScheme
 
 MANAGE_WEBHOOKS_CAPABILITY = "manage-webhooks"
-CAPABILITIES = (*META_CAPABILITIES, MANAGE_WEBHOOKS_CAPABILITY)
+CAPABILITIES = (*META_CAPABILITIES, MANAGE_WEBHOOKS_CAPABILITY, CONSOLE_CAPABILITY)
 KEY_PREFIX = "km_"
 
 

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(default=2.0, gt=0)
     # How long an Idempotency-Key's decided answer is kept for replay (docs/api.md, "Idempotency keys").
     idempotency_ttl_seconds: int = Field(default=86400, ge=1)
+    # The console's sign-in (docs/console.md): ended after this long without a request, and after this long at all.
+    console_session_idle_seconds: int = Field(default=1800, ge=60)
+    console_session_max_age_seconds: int = Field(default=43200, ge=60)
+    # Where clients reach this service (https://keymeta.example.com): the start of printed portal links. Empty:
+    # the request's own address, and the CLI prints the path only.
+    public_url: str = ""
     # Meta keys one license key may hold; a create beyond them is refused (901).
     meta_max_keys_per_license: int = Field(default=100, ge=1)
     log_format: str = "auto"  # auto | json | console
