@@ -29,7 +29,7 @@ from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, replay, ssrf
 from domain.webhooks.audit_events import Actor
-from domain.webhooks.models import DELIVERY_STATUSES
+from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, DELIVERY_STATUSES, MAX_IN_FLIGHT_LIMIT
 
 # Ids are BIGINT: anything outside 1..2^63-1 is a 422, never a database overflow.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -106,18 +106,29 @@ def _ring(request: Request, delivery_ids: list[int], actor: Actor) -> None:
         doorbell.ring(WEBHOOKS_DELIVER, delivery_ids, actor.request_id)
 
 
+# An endpoint's share of each worker process: attempts at once, and attempts per second (null: no limit).
+MaxInFlight = Annotated[int, Field(ge=1, le=MAX_IN_FLIGHT_LIMIT)]
+RateLimit = Annotated[float, Field(gt=0, le=endpoints.MAX_RATE_LIMIT, allow_inf_nan=False)]
+
+
 class EndpointIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(max_length=endpoints.MAX_URL_LENGTH)
     event_types: list[str] | None = Field(default=None, max_length=50)
     enabled: bool = True
+    max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT
+    rate_limit: RateLimit | None = None
 
 
 class EndpointPatch(BaseModel):
+    """Absent fields stay as they are; ``"rate_limit": null`` removes the rate limit."""
+
     model_config = ConfigDict(extra="forbid")
     url: str | None = Field(default=None, max_length=endpoints.MAX_URL_LENGTH)
     event_types: list[str] | None = Field(default=None, max_length=50)
     enabled: bool | None = None
+    max_in_flight: MaxInFlight | None = None
+    rate_limit: RateLimit | None = None
 
 
 class RotateIn(BaseModel):
@@ -145,7 +156,8 @@ async def create_endpoint(body: EndpointIn, request: Request, actor: AdminActor)
     def work(session: Any) -> dict[str, Any]:
         created = endpoints.create_endpoint(session, url=body.url, event_types=body.event_types,
                                             master_key=master_key, allowed=allowed, actor=actor,
-                                            enabled=body.enabled)
+                                            enabled=body.enabled, max_in_flight=body.max_in_flight,
+                                            rate_limit=body.rate_limit)
         return {**endpoints.view(created.endpoint), "secret": created.secret}
 
     return await in_transaction(work)
@@ -162,8 +174,10 @@ async def update_endpoint(endpoint_id: RowId, body: EndpointPatch, request: Requ
     allowed = _allowed(request)
 
     def work(session: Any) -> dict[str, Any]:
+        rate_limit = body.rate_limit if "rate_limit" in body.model_fields_set else endpoints.UNCHANGED
         row = endpoints.update_endpoint(session, endpoint_id, actor=actor, allowed=allowed, url=body.url,
-                                        event_types=body.event_types, enabled=body.enabled)
+                                        event_types=body.event_types, enabled=body.enabled,
+                                        max_in_flight=body.max_in_flight, rate_limit=rate_limit)
         return endpoints.view(row)
 
     return await in_transaction(work)

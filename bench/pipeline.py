@@ -183,7 +183,9 @@ def run(args: argparse.Namespace) -> PipelineReport:
         log_dir = world.settings.var_dir.parent
         sink_file = log_dir / "sink.lines"
         env = {**world.env(), "KEYMETA_QUEUE_PREFIX": f"bench{run_id}_", "KEYMETA_LOG_LEVEL": "WARNING",
-               "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_BENCH_SINK_FILE": str(sink_file)}
+               "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_BENCH_SINK_FILE": str(sink_file),
+               # Every request adds a key to the bench's one license key: no per-license cap may refuse them.
+               "KEYMETA_META_MAX_KEYS_PER_LICENSE": str(10**9)}
         if BROKERS[args.backend]:
             env["KEYMETA_BROKER_URL"] = BROKERS[args.backend]
         stack.enter_context(scratch_queues(BROKERS[args.backend], env["KEYMETA_QUEUE_PREFIX"]))
@@ -198,10 +200,13 @@ def run(args: argparse.Namespace) -> PipelineReport:
         for name, queues in WORKERS.items():
             pool = ["--pool", "threads", "--concurrency", str(args.webhook_threads)] \
                 if name == "webhooks" and args.webhook_threads else ["--concurrency", str(args.worker_concurrency)]
-            processes[f"worker-{name}"] = stack.enter_context(started(
-                f"worker-{name}", [celery, "-A", "workers.app", "worker", "-Q", ",".join(prefix + q for q in queues),
-                                   "-n", f"{name}@%h", *pool,
-                                   "--without-gossip", "--without-mingle", "-l", "WARNING"], child_env(env), log_dir))
+            # Scale-out: --webhook-workers processes consume the webhooks queue side by side.
+            for n in range(args.webhook_workers if name == "webhooks" else 1):
+                label = f"worker-{name}" + (f"-{n + 1}" if n else "")
+                processes[label] = stack.enter_context(started(
+                    label, [celery, "-A", "workers.app", "worker", "-Q", ",".join(prefix + q for q in queues),
+                            "-n", f"{name}{n + 1 if n else ''}@%h", *pool,
+                            "--without-gossip", "--without-mingle", "-l", "WARNING"], child_env(env), log_dir))
         processes["beat"] = stack.enter_context(started("beat", [celery, "-A", "workers.app", "beat", "-l", "WARNING"],
                                                         child_env(env), log_dir))
         api = stack.enter_context(running_app("api.app:create_app", env, args.api_workers))
@@ -273,12 +278,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-concurrency", type=int, default=2)
     parser.add_argument("--webhook-threads", type=int, default=16,
                         help="thread pool size of the webhook worker, as in the Procfile (0: prefork like the others)")
+    parser.add_argument("--webhook-workers", type=int, default=1, help="webhook worker processes (scale-out)")
     parser.add_argument("--settle", type=float, default=60.0, help="how long to wait for the follow-up work")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not (0 < args.rate <= 2000 and 0 < args.duration <= 120 and 0 <= args.warmup <= 60
-            and 0 <= args.endpoints <= 50):
-        parser.error("need 0 < --rate <= 2000, 0 < --duration <= 120, 0 <= --warmup <= 60 and 0 <= --endpoints <= 50")
+            and 0 <= args.endpoints <= 50 and 1 <= args.webhook_workers <= 8):
+        parser.error("need 0 < --rate <= 2000, 0 < --duration <= 120, 0 <= --warmup <= 60, 0 <= --endpoints <= 50 "
+                     "and 1 <= --webhook-workers <= 8")
     return args
 
 

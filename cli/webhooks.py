@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from cli import main
+from cli.portal import portal_link
 from cli.setup import master_key_or_fail
 from cli.support import CliError, json_option, parse_time
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
@@ -15,7 +16,7 @@ from domain.platform.settings import get_settings
 from domain.signing.master_key import MasterKeyError
 from domain.webhooks import endpoints, replay, ssrf
 from domain.webhooks.audit_events import CLI
-from domain.webhooks.models import DELIVERY_STATUSES
+from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, DELIVERY_STATUSES, MAX_IN_FLIGHT_LIMIT
 
 QUEUED_NOTE = "queued; the delivery sweeper sends it within seconds (a running beat and webhooks worker needed)"
 
@@ -29,17 +30,28 @@ def webhooks() -> None:
     """Webhook endpoints (Standard Webhooks), their secrets, and the delivery log."""
 
 
+webhooks.add_command(portal_link)
+
+
+MAX_IN_FLIGHT_HELP = f"Attempts at once per worker process (1–{MAX_IN_FLIGHT_LIMIT}; default {DEFAULT_MAX_IN_FLIGHT})."
+RATE_LIMIT_HELP = "Attempts per second at most (default: no limit)."
+
+
 @webhooks.command("create")
 @click.option("--url", required=True, help="https://… (plain http only to KEYMETA_WEBHOOK_ALLOWED_CIDRS).")
 @click.option("--event", "events", multiple=True,
               help=f"Repeatable; default all. Known: {', '.join(sorted(WEBHOOK_EVENT_TYPES))}.")
+@click.option("--max-in-flight", type=int, default=None, help=MAX_IN_FLIGHT_HELP)
+@click.option("--rate-limit", type=float, default=None, help=RATE_LIMIT_HELP)
 @json_option
-def webhooks_create(url: str, events: tuple[str, ...]) -> dict[str, Any]:
+def webhooks_create(url: str, events: tuple[str, ...], max_in_flight: int | None,
+                    rate_limit: float | None) -> dict[str, Any]:
     master_key = master_key_or_fail()
     try:
         with unit_of_work() as session:
             created = endpoints.create_endpoint(session, url=url, event_types=list(events), master_key=master_key,
-                                                allowed=_allowed(), actor=CLI)
+                                                allowed=_allowed(), actor=CLI, max_in_flight=max_in_flight,
+                                                rate_limit=rate_limit)
             return {**endpoints.view(created.endpoint), "secret": created.secret,
                     "note": "the secret is shown once; store it now"}
     except endpoints.EndpointError as exc:
@@ -74,6 +86,27 @@ def webhooks_disable(endpoint_id: int) -> dict[str, Any]:
 @json_option
 def webhooks_enable(endpoint_id: int) -> dict[str, Any]:
     return _set_enabled(endpoint_id, True)
+
+
+@webhooks.command("limit")
+@click.argument("endpoint_id", type=int)
+@click.option("--max-in-flight", type=int, default=None, help=MAX_IN_FLIGHT_HELP)
+@click.option("--rate-limit", type=float, default=None, help=RATE_LIMIT_HELP)
+@click.option("--no-rate-limit", is_flag=True, help="Remove the rate limit.")
+@json_option
+def webhooks_limit(endpoint_id: int, max_in_flight: int | None, rate_limit: float | None,
+                   no_rate_limit: bool) -> dict[str, Any]:
+    """Set an endpoint's share of each worker: attempts at once and attempts per second."""
+    if rate_limit is not None and no_rate_limit:
+        raise CliError("give --rate-limit R or --no-rate-limit, not both")
+    rate: float | endpoints.Unchanged | None = None if no_rate_limit else (
+        endpoints.UNCHANGED if rate_limit is None else rate_limit)
+    try:
+        with unit_of_work() as session:
+            return endpoints.view(endpoints.update_endpoint(session, endpoint_id, actor=CLI, allowed=_allowed(),
+                                                            max_in_flight=max_in_flight, rate_limit=rate))
+    except endpoints.EndpointError as exc:
+        raise CliError(str(exc)) from exc
 
 
 @webhooks.command("rotate-secret")

@@ -19,6 +19,9 @@ class Reply:
     delay: float = 0.0  # before anything is sent
     drip: float = 0.0  # > 0: send the status line byte by byte, this many seconds apart (slow loris)
     stream_bytes: int = 0  # > 0: a body this large, streamed in 64 KiB chunks (huge response)
+    hang_up: bool = False  # close the connection without answering (a kept-alive connection timed out)
+    close: bool = False  # answer with ``Connection: close`` and close the connection
+    http10: bool = False  # answer as an HTTP/1.0 server (no keep-alive)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     at: float
+    client_port: int = 0  # tells the client's connections apart
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -40,6 +44,7 @@ class Sink:
         self.scheme = "https" if tls is not None else "http"
         self._scripts: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
+        self._released = threading.Event()  # set: delayed replies answer at once
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -55,9 +60,15 @@ class Sink:
                 reply = sink._next(path)
                 with sink._lock:
                     sink.received.append(Received(path, {k.lower(): v for k, v in self.headers.items()}, body,
-                                                  time.monotonic()))
+                                                  time.monotonic(), self.client_address[1]))
+                if reply.hang_up or reply.close or reply.http10:
+                    self.close_connection = True
+                if reply.http10:
+                    self.protocol_version = "HTTP/1.0"
+                if reply.hang_up:
+                    return
                 with contextlib.suppress(OSError):  # the client gave up (timeouts, byte caps): the point of some
-                    sink._answer(self, reply)
+                    sink._answer(self, reply, sink._released)
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         if tls is not None:
@@ -87,10 +98,14 @@ class Sink:
         with self._lock:
             return [r for r in self.received if r.path == path]
 
+    def release(self) -> None:
+        """Delayed replies (those waiting and those to come) answer at once."""
+        self._released.set()
+
     @staticmethod
-    def _answer(handler: http.server.BaseHTTPRequestHandler, reply: Reply) -> None:
+    def _answer(handler: http.server.BaseHTTPRequestHandler, reply: Reply, released: threading.Event) -> None:
         if reply.delay:
-            time.sleep(reply.delay)
+            released.wait(reply.delay)
         if reply.drip:
             for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 10_000:
                 handler.wfile.write(bytes([byte]))
@@ -102,6 +117,8 @@ class Sink:
         for name, value in reply.headers.items():
             handler.send_header(name, value)
         handler.send_header("Content-Length", str(length))
+        if reply.close:
+            handler.send_header("Connection", "close")
         handler.end_headers()
         if reply.stream_bytes:
             chunk = b"x" * 65536
@@ -113,6 +130,7 @@ class Sink:
             handler.wfile.write(reply.body)
 
     def close(self) -> None:
+        self._released.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -12,7 +12,7 @@ from celery import Celery, signals
 from kombu import Queue
 
 from domain.events.doorbell import MAX_IDS_PER_MESSAGE, QueuedDoorbell
-from domain.platform.logs import configure_logging
+from domain.platform.logs import configure_logging, get_logger
 from domain.platform.settings import get_settings
 from domain.platform.startup import ready_settings, settings_or_exit
 from domain.platform.task_names import QUEUES, queue_name
@@ -77,6 +77,16 @@ def _bind_request_id(task: Any = None, **_: Any) -> None:
 def _reach_the_database(**_: Any) -> None:
     # At start, not at the first task: a worker that cannot reach its database says so and exits.
     ready_settings()
+
+
+@signals.worker_shutdown.connect
+def _finish_webhook_attempts(**_: Any) -> None:
+    # Webhook attempts outlive their task (a slow consumer never holds a thread): record them before exiting.
+    from domain.webhooks import jobs
+
+    left = jobs.finish_sending()
+    if left:
+        get_logger("keymeta.workers.webhooks").warning("webhooks.unrecorded_at_shutdown", attempts=left)
 
 
 @signals.worker_process_init.connect

@@ -1,7 +1,9 @@
 """webhooks.fan_out, webhooks.deliver and sweep.deliveries: thin wrappers over domain.webhooks.jobs.
 
 webhooks.fan_out sends the first deliveries of its events itself (created claimed, see
-``jobs.fan_out_and_deliver``) and rings webhooks.deliver for the rest.
+``jobs.fan_out_and_deliver``) and rings webhooks.deliver for the rest. A task waits at most
+``TASK_WAIT_SECONDS`` for its attempts to be recorded: a slow consumer's attempts go on in the background
+(their rows stay leased), never holding a worker thread.
 
 Each is idempotent (status checks and unique constraints in the domain code), so acks_late redelivery
 is harmless. Retries live in the delivery rows (``next_attempt_at``), driven by sweep.deliveries, never by
@@ -24,6 +26,11 @@ from workers.app import celery_app, doorbell, send_now
 from workers.validation import row_ids
 
 log = get_logger("keymeta.workers.webhooks")
+TASK_WAIT_SECONDS = 2.0
+
+
+def _still_sending(report: jobs.DeliverReport) -> dict[str, int]:
+    return {"sending": report.sending} if report.sending else {}
 
 
 def _request_id(task: Task) -> str | None:
@@ -44,12 +51,14 @@ def fan_out(self: Task, event_ids: Any) -> None:
         if result.unclaimed_ids:
             doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
 
-    report = jobs.fan_out_and_deliver(ids, hand_on=hand_on)
+    def ring_audit(event_ids: list[int]) -> None:  # audit events recording creates (disabled, exhausted)
+        doorbell().ring(AUDIT_RECORD, event_ids, request_id)
+
+    report = jobs.fan_out_and_deliver(ids, hand_on=hand_on, wait=TASK_WAIT_SECONDS, on_audit=ring_audit)
     result, delivered = report.fanned_out, report.delivered
-    if delivered.audit_event_ids:
-        doorbell().ring(AUDIT_RECORD, delivered.audit_event_ids, request_id)
     log.info("webhooks.fanned_out", events=len(ids), deliveries=len(result.delivery_ids),
-             sent=delivered.claimed, **delivered.outcomes, **request_id_fields(result.request_ids))
+             sent=delivered.claimed, **delivered.outcomes, **_still_sending(delivered),
+             **request_id_fields(result.request_ids))
 
 
 @celery_app.task(name=WEBHOOKS_DELIVER, bind=True)
@@ -57,11 +66,14 @@ def deliver(self: Task, delivery_ids: Any) -> None:
     ids = row_ids(WEBHOOKS_DELIVER, delivery_ids)
     if not ids:
         return
-    report = jobs.deliver(ids)
-    if report.audit_event_ids:
-        doorbell().ring(AUDIT_RECORD, report.audit_event_ids, _request_id(self))
+    request_id = _request_id(self)
+
+    def ring_audit(event_ids: list[int]) -> None:  # audit events recording creates (disabled, exhausted)
+        doorbell().ring(AUDIT_RECORD, event_ids, request_id)
+
+    report = jobs.deliver(ids, wait=TASK_WAIT_SECONDS, on_audit=ring_audit)
     if report.claimed:
-        log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes,
+        log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes, **_still_sending(report),
                  **request_id_fields(report.request_ids))
 
 

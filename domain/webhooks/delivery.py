@@ -1,4 +1,4 @@
-"""Delivering one row: claim (short transaction) → POST (no transaction) → record (short transaction).
+"""Delivering rows: claim (short transaction) → POST (no transaction, ``dispatch``) → record (short transaction).
 
 No transaction is ever open during the HTTP call. A claim is a lease: status ``in_progress`` until
 ``locked_until``; if the worker dies, the lease runs out, the sweeper re-rings the row and the next claim
@@ -8,8 +8,7 @@ records the lost attempt. Only the holder of the current claim (``attempts == at
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -21,7 +20,7 @@ from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.signing.master_key import MasterKeyError
 from domain.webhooks import audit_events, endpoints, transport
-from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from domain.webhooks.policy import RetryPolicy, decide
 from domain.webhooks.signatures import signature_header
 from domain.webhooks.states import AttemptOutcome, DeliveryStatus
@@ -40,6 +39,8 @@ class Claim:
     secrets: list[str]
     error: str | None = None  # set when the attempt cannot even be made (e.g. the secret cannot be opened)
     request_id: str | None = None  # of the API request behind the event (for logs; None once pruned)
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT  # the endpoint's share of a worker (``dispatch``)
+    rate_limit: float | None = None  # the endpoint's attempts per second, None for no limit
 
 
 def _due(now: dt.datetime) -> ColumnElement[bool]:
@@ -57,11 +58,33 @@ class ClaimTerms:
     lease_seconds: float
     parallel: int = 1
     attempt_seconds: float = 0.0
+    # Attempts of an endpoint the caller already has queued or running (its claims join the end of that queue).
+    ahead: Callable[[int], int] | None = None
 
-    def lease(self, position: int) -> dt.timedelta:
-        """The lease of the ``position``-th claim (0-based) of a batch: it also covers its wait in the queue."""
-        return dt.timedelta(seconds=self.lease_seconds
-                            + (position // max(self.parallel, 1)) * self.attempt_seconds)
+    def lease(self, position: int, endpoint: WebhookEndpoint | None = None) -> dt.timedelta:
+        """The lease of a claim that has ``position`` claims ahead of it (of its endpoint, when given, which
+        sends ``max_in_flight`` at a time and at most ``rate_limit`` per second): it covers its wait too."""
+        parallel = self.parallel if endpoint is None else min(self.parallel, max(endpoint.max_in_flight, 1))
+        wait = (position // max(parallel, 1)) * self.attempt_seconds
+        if endpoint is not None and endpoint.rate_limit:
+            wait = max(wait, position / endpoint.rate_limit)
+        return dt.timedelta(seconds=self.lease_seconds + wait)
+
+
+class Queued:
+    """The position a new claim gets in its endpoint's queue: the caller's attempts already queued or running
+    for that endpoint, plus this batch's claims before it."""
+
+    def __init__(self, terms: ClaimTerms) -> None:
+        self._ahead = terms.ahead
+        self._by_endpoint: dict[int, int] = {}
+
+    def take(self, endpoint_id: int) -> int:
+        if endpoint_id not in self._by_endpoint:
+            self._by_endpoint[endpoint_id] = self._ahead(endpoint_id) if self._ahead is not None else 0
+        position = self._by_endpoint[endpoint_id]
+        self._by_endpoint[endpoint_id] = position + 1
+        return position
 
 
 class SigningSecrets:
@@ -86,7 +109,8 @@ def claim_of(delivery_id: int, endpoint: WebhookEndpoint, attempt_no: int, msg_i
              signing: SigningSecrets, request_id: str | None) -> Claim:
     secrets, error = signing.of(endpoint)
     return Claim(delivery_id=delivery_id, endpoint_id=endpoint.id, attempt_no=attempt_no, url=endpoint.url,
-                 msg_id=msg_id, body=body.encode("utf-8"), secrets=secrets, error=error, request_id=request_id)
+                 msg_id=msg_id, body=body.encode("utf-8"), secrets=secrets, error=error, request_id=request_id,
+                 max_in_flight=endpoint.max_in_flight, rate_limit=endpoint.rate_limit)
 
 
 def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
@@ -106,6 +130,7 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
         select(OutboxEvent.id, OutboxEvent.request_id).where(OutboxEvent.id.in_({r.event_id for r in rows})))}
     claims: list[Claim] = []
     signing = SigningSecrets(terms.master_key, now)
+    queued = Queued(terms)
     for row in rows:
         endpoint = by_id.get(row.endpoint_id)
         if row.status == DeliveryStatus.IN_PROGRESS:
@@ -121,7 +146,8 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
             row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
             continue
         row.attempts += 1
-        row.status, row.locked_until, row.updated_at = DeliveryStatus.IN_PROGRESS, now + terms.lease(len(claims)), now
+        lease = terms.lease(queued.take(endpoint.id), endpoint)
+        row.status, row.locked_until, row.updated_at = DeliveryStatus.IN_PROGRESS, now + lease, now
         claims.append(claim_of(row.id, endpoint, row.attempts, row.msg_id, row.body, signing,
                                request_ids.get(row.event_id)))
     session.flush()
@@ -133,17 +159,6 @@ def headers_for(claim_: Claim, timestamp: int) -> dict[str, str]:
     never changes."""
     return {"webhook-id": claim_.msg_id, "webhook-timestamp": str(timestamp),
             "webhook-signature": signature_header(claim_.secrets, claim_.msg_id, timestamp, claim_.body)}
-
-
-def send(claim_: Claim, limits: transport.SendLimits) -> transport.SendResult:
-    """The HTTP attempt. Call outside any transaction."""
-    if claim_.error is not None:
-        return transport.SendResult(started_at=utcnow(), duration_ms=0, error=claim_.error)
-    try:
-        headers = headers_for(claim_, int(time.time()))
-    except ValueError as exc:  # e.g. a stored secret that is not a valid whsec_ secret
-        return transport.SendResult(started_at=utcnow(), duration_ms=0, error=f"cannot sign: {exc}")
-    return transport.post(claim_.url, headers, claim_.body, limits)
 
 
 # The attempt's claim had been taken over (lease expired) or its row deleted: nothing was recorded.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,11 @@ from domain.platform.models import utcnow
 from domain.signing.master_key import seal, unseal
 from domain.webhooks import audit_events, ssrf
 from domain.webhooks.audit_events import Actor
-from domain.webhooks.models import WebhookEndpoint
+from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT, WebhookEndpoint
 from domain.webhooks.signatures import generate_secret
 
 ALL_EVENTS = "*"
+MAX_RATE_LIMIT = 10_000.0  # attempts per second: above this a limit means nothing
 MAX_URL_LENGTH = 2048
 REGISTRATION_RESOLVE_TIMEOUT = 5.0
 _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
@@ -96,6 +98,14 @@ def validate_url(url: str, allowed: tuple[ssrf.Network, ...]) -> str:
     return str(parsed)
 
 
+def check_share(max_in_flight: int | None, rate_limit: float | None) -> None:
+    """An endpoint's share of a worker: 1..MAX_IN_FLIGHT_LIMIT attempts at once, a positive rate (or none)."""
+    if max_in_flight is not None and not 1 <= max_in_flight <= MAX_IN_FLIGHT_LIMIT:
+        raise EndpointError(f"max_in_flight must be between 1 and {MAX_IN_FLIGHT_LIMIT}")
+    if rate_limit is not None and not (math.isfinite(rate_limit) and 0 < rate_limit <= MAX_RATE_LIMIT):
+        raise EndpointError(f"rate_limit must be more than 0 and at most {MAX_RATE_LIMIT:g} per second")
+
+
 def fingerprint(url: str, event_types: list[str]) -> str:
     return hashlib.sha256(f"{url}\n{','.join(event_types)}".encode()).hexdigest()
 
@@ -124,6 +134,7 @@ def view(row: WebhookEndpoint) -> dict[str, Any]:
             "disabled_reason": row.disabled_reason, "disabled_at": row.disabled_at,
             "failing_since": row.failing_since, "secret_version": row.secret_version,
             "previous_secret_expires_at": row.previous_secret_expires_at,
+            "max_in_flight": row.max_in_flight, "rate_limit": row.rate_limit,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
@@ -148,31 +159,49 @@ class WithSecret:
 
 
 def create_endpoint(session: Session, *, url: str, event_types: list[str] | None, master_key: bytes,
-                    allowed: tuple[ssrf.Network, ...], actor: Actor, enabled: bool = True) -> WithSecret:
+                    allowed: tuple[ssrf.Network, ...], actor: Actor, enabled: bool = True,
+                    max_in_flight: int | None = None, rate_limit: float | None = None) -> WithSecret:
     clean_url = validate_url(url, allowed)
     types = normalize_event_types(event_types)
+    check_share(max_in_flight, rate_limit)
     print_ = fingerprint(clean_url, types)
     _check_unique(session, print_)
     now = utcnow()
     row = WebhookEndpoint(url=clean_url, event_types=types, fingerprint=print_, enabled=enabled,
-                          secret_version=1, secret_encrypted=b"", created_at=now, updated_at=now)
+                          secret_version=1, secret_encrypted=b"", created_at=now, updated_at=now,
+                          max_in_flight=max_in_flight or DEFAULT_MAX_IN_FLIGHT, rate_limit=rate_limit)
     session.add(row)
     _flush_unique(session, print_)
     secret = generate_secret()
     row.secret_encrypted = seal(master_key, secret.encode(), secret_context(row.id, 1))
     session.flush()
     audit_events.record(session, audit_events.ENDPOINT_CREATED, actor, row.id,
-                        {"url": clean_url, "event_types": types, "enabled": enabled})
+                        {"url": clean_url, "event_types": types, "enabled": enabled,
+                         "max_in_flight": row.max_in_flight, "rate_limit": rate_limit})
     return WithSecret(row, secret)
+
+
+class Unchanged:
+    """A field an update leaves as it is (``None`` means "no limit" for the rate limit)."""
+
+
+UNCHANGED = Unchanged()
 
 
 def update_endpoint(session: Session, endpoint_id: int, *, actor: Actor, allowed: tuple[ssrf.Network, ...],
                     url: str | None = None, event_types: list[str] | None = None,
-                    enabled: bool | None = None) -> WebhookEndpoint:
+                    enabled: bool | None = None, max_in_flight: int | None = None,
+                    rate_limit: float | Unchanged | None = UNCHANGED) -> WebhookEndpoint:
     row = get_endpoint(session, endpoint_id, for_update=True)
     changes: dict[str, Any] = {}
     new_url = validate_url(url, allowed) if url is not None else row.url
     new_types = normalize_event_types(event_types) if event_types is not None else list(row.event_types)
+    new_rate = row.rate_limit if isinstance(rate_limit, Unchanged) else rate_limit
+    check_share(max_in_flight, new_rate)
+    if max_in_flight is not None and max_in_flight != row.max_in_flight:
+        changes["max_in_flight"] = row.max_in_flight = max_in_flight
+    if new_rate != row.rate_limit:
+        changes["rate_limit"] = row.rate_limit = new_rate
     if new_url != row.url or new_types != list(row.event_types):
         print_ = fingerprint(new_url, new_types)
         _check_unique(session, print_, exclude_id=row.id)
@@ -183,6 +212,9 @@ def update_endpoint(session: Session, endpoint_id: int, *, actor: Actor, allowed
         row.url, row.event_types, row.fingerprint = new_url, new_types, print_
         row.updated_at = utcnow()
         _flush_unique(session, print_)
+    if changes:
+        row.updated_at = utcnow()
+        session.flush()
         audit_events.record(session, audit_events.ENDPOINT_UPDATED, actor, row.id, changes)
     if enabled is not None and enabled != row.enabled:
         if enabled:

@@ -1,48 +1,21 @@
 """The transaction owner for webhook work, shared by the Celery tasks and the tests.
 
 Like a CLI command or a task, it opens the transactions (``unit_of_work``); the services it calls only
-flush. A delivery batch: one short claim transaction, the POSTs in parallel outside any transaction,
-then one short transaction per recorded attempt.
+flush. A delivery batch: one short claim transaction, then the POSTs on the process's delivery loop outside
+any transaction (``dispatch``), each attempt recorded by the process's recorder (``recorder``) in a group.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import re
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy.exc import OperationalError
-
 from domain.platform.database import unit_of_work
-from domain.platform.logs import get_logger
 from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
-from domain.webhooks import delivery, fan_out, ssrf
+from domain.webhooks import delivery, dispatch, fan_out, recorder, ssrf
 from domain.webhooks.policy import RetryPolicy
-from domain.webhooks.states import AttemptOutcome
 from domain.webhooks.transport import SendLimits, SendResult
-
-log = get_logger("keymeta.webhooks")
-RECORD_GROUP = 50
-RECORD_INTERVAL = 0.25  # seconds
-
-
-_local = threading.local()
-
-
-def _send_pool(parallel: int) -> concurrent.futures.ThreadPoolExecutor:
-    """This thread's own send threads, kept between tasks: starting threads for every batch cost more CPU than
-    the batch's POSTs. One pool per task thread, so a slow consumer holds up only the task that sends to it."""
-    pool: concurrent.futures.ThreadPoolExecutor | None = getattr(_local, "send_pool", None)
-    if pool is None or getattr(_local, "send_pool_size", None) != parallel:
-        if pool is not None:
-            pool.shutdown(wait=False)
-        pool = concurrent.futures.ThreadPoolExecutor(parallel, thread_name_prefix="webhook-send")
-        _local.send_pool, _local.send_pool_size = pool, parallel
-    return pool
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -76,28 +49,10 @@ def sweep_deliveries(settings: Settings | None = None) -> list[int]:
 @dataclass
 class DeliverReport:
     claimed: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    audit_event_ids: list[int] = field(default_factory=list)  # ring ``audit.record`` for these
+    outcomes: dict[str, int] = field(default_factory=dict)  # of the attempts recorded by the time it returned
+    audit_event_ids: list[int] = field(default_factory=list)  # created by those recordings
     request_ids: list[str] = field(default_factory=list)  # distinct, of the claimed deliveries' events
-
-
-def error_kind(error: str | None) -> str | None:
-    """The leading words of an attempt's error ("connect timeout", "address refused", …) for the log line.
-
-    The full text stays in the attempt row: it may quote a redirect's Location or an exception message.
-    """
-    if error is None:
-        return None
-    return re.split(r"[:(;]", error, maxsplit=1)[0].strip()[:64] or None
-
-
-def log_attempt(claim: delivery.Claim, result: SendResult, recorded_status: str) -> None:
-    """One line per attempt. Never the URL, the secret, the signature, the body or the response."""
-    (log.info if result.ok else log.warning)(
-        "webhooks.attempt", delivery_id=claim.delivery_id, endpoint_id=claim.endpoint_id,
-        attempt_no=claim.attempt_no, outcome=AttemptOutcome.SUCCESS if result.ok else AttemptOutcome.FAILURE,
-        status_code=result.status_code, duration_ms=result.duration_ms, delivery_status=recorded_status,
-        error_kind=error_kind(result.error), request_id=claim.request_id)
+    sending: int = 0  # attempts still running (or waiting for their endpoint's turn) when it returned
 
 
 def claim_terms(settings: Settings) -> delivery.ClaimTerms:
@@ -105,15 +60,18 @@ def claim_terms(settings: Settings) -> delivery.ClaimTerms:
     per_attempt = settings.webhook_total_timeout_seconds + settings.webhook_connect_timeout_seconds
     return delivery.ClaimTerms(master_key=load_master_key(settings),
                                lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
-                               parallel=settings.webhook_send_threads, attempt_seconds=per_attempt)
+                               parallel=dispatch.PROCESS_IN_FLIGHT, attempt_seconds=per_attempt,
+                               ahead=dispatch.dispatcher().queued)
 
 
-def deliver(delivery_ids: Sequence[int], settings: Settings | None = None) -> DeliverReport:
+def deliver(delivery_ids: Sequence[int], settings: Settings | None = None, *, wait: float | None = None,
+            on_audit: Callable[[list[int]], None] | None = None) -> DeliverReport:
+    """Claim the due ones among ``delivery_ids`` and send them (``send_and_record``)."""
     settings = settings or get_settings()
     terms = claim_terms(settings)
     with unit_of_work() as session:
         claims = delivery.claim(session, delivery_ids, terms)
-    return send_and_record(claims, settings)
+    return send_and_record(claims, settings, wait=wait, on_audit=on_audit)
 
 
 @dataclass
@@ -132,7 +90,8 @@ def fan_out_claiming(event_ids: Sequence[int], settings: Settings | None = None)
 
 
 def fan_out_and_deliver(event_ids: Sequence[int], settings: Settings | None = None, *,
-                        hand_on: Callable[[fan_out.FanOutResult], None] | None = None) -> FanOutReport:
+                        hand_on: Callable[[fan_out.FanOutResult], None] | None = None, wait: float | None = None,
+                        on_audit: Callable[[list[int]], None] | None = None) -> FanOutReport:
     """Fan out, hand the unclaimed deliveries on (``hand_on``, before any POST, so they never wait for this
     task's sends), then send the claimed ones straight away: a webhook costs no second message, claim or
     doorbell wait. A crash after the fan-out commit leaves leased rows that the sweeper hands on."""
@@ -140,51 +99,35 @@ def fan_out_and_deliver(event_ids: Sequence[int], settings: Settings | None = No
     result = fan_out_claiming(event_ids, settings)
     if hand_on is not None:
         hand_on(result)
-    return FanOutReport(result, send_and_record(result.claims, settings))
+    return FanOutReport(result, send_and_record(result.claims, settings, wait=wait, on_audit=on_audit))
 
 
-def send_and_record(claims: Sequence[delivery.Claim], settings: Settings) -> DeliverReport:
-    """The POSTs of claimed deliveries, outside any transaction, and the record of every attempt."""
-    policy, limits = retry_policy(settings), send_limits(settings)
-    parallel = settings.webhook_send_threads
+def send_and_record(claims: Sequence[delivery.Claim], settings: Settings, *, wait: float | None = None,
+                    on_audit: Callable[[list[int]], None] | None = None) -> DeliverReport:
+    """Start the POSTs of claimed deliveries on the process's delivery loop, outside any transaction; the
+    process's recorder records each attempt as it ends. Returns once all are recorded, or after ``wait``
+    seconds if given (the rest go on in the background, so a slow consumer never holds the caller's thread).
+    ``on_audit`` is called, on the recorder's thread, with audit event ids as recording creates them."""
     report = DeliverReport(claimed=len(claims),
                            request_ids=list(dict.fromkeys(c.request_id for c in claims if c.request_id)))
     if not claims:
         return report
-
-    # POSTs run on ``parallel`` threads; this thread records finished attempts in small groups (one short
-    # transaction per group, never during a POST), so the database sees a few commits per batch, not one per
-    # attempt. A result waits at most RECORD_INTERVAL before it is recorded.
-    def record_group(results: list[tuple[delivery.Claim, SendResult]]) -> list[delivery.Recorded]:
-        with unit_of_work() as session:
-            return delivery.record_many(session, results, policy)
-
-    def record(results: list[tuple[delivery.Claim, SendResult]]) -> None:
-        if not results:
-            return
-        try:
-            recorded = record_group(results)
-        except OperationalError as exc:  # e.g. a deadlock victim: record one by one instead
-            log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
-            recorded = [item for result in results for item in record_group([result])]
-        for (claim_, result), item in zip(results, recorded, strict=True):
-            log_attempt(claim_, result, item.status)
-            report.outcomes[item.status] = report.outcomes.get(item.status, 0) + 1
-            report.audit_event_ids.extend(item.audit_event_ids)
-
-    if len(claims) == 1:  # sent on this thread: no hand-over to a send thread and back
-        record([(claims[0], delivery.send(claims[0], limits))])
-        return report
-    pool = _send_pool(parallel)
-    running = {pool.submit(delivery.send, claim, limits): claim for claim in claims}
-    finished: list[tuple[delivery.Claim, SendResult]] = []
-    last_recorded = time.monotonic()
-    while running:
-        done, _ = concurrent.futures.wait(running, timeout=RECORD_INTERVAL,
-                                          return_when=concurrent.futures.FIRST_COMPLETED)
-        finished += [(running.pop(future), future.result()) for future in done]
-        if len(finished) >= RECORD_GROUP or time.monotonic() - last_recorded >= RECORD_INTERVAL:
-            record(finished)
-            finished, last_recorded = [], time.monotonic()
-    record(finished)
+    batch = recorder.Batch(len(claims), retry_policy(settings), on_audit)
+    record = recorder.recorder()
+    record.expect(len(claims))
+    dispatch.dispatcher().submit(claims, send_limits(settings), lambda claim, result: record.put(batch, claim, result))
+    batch.done.wait(wait)
+    report.outcomes, report.audit_event_ids, report.sending = batch.snapshot()
     return report
+
+
+def finish_sending(settings: Settings | None = None) -> int:
+    """Wait (at most one attempt's time cap) for this process's attempts still running to be recorded, before
+    it exits; how many were not (their leases bring them back)."""
+    settings = settings or get_settings()
+    return recorder.drain(settings.webhook_total_timeout_seconds + settings.webhook_connect_timeout_seconds)
+
+
+def send(claims: Sequence[delivery.Claim], settings: Settings) -> list[tuple[delivery.Claim, SendResult]]:
+    """The POSTs of claimed deliveries, nothing recorded: (claim, result) in finishing order."""
+    return dispatch.dispatcher().send(claims, send_limits(settings))

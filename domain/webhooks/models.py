@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,11 +23,18 @@ from sqlalchemy.orm import Mapped, mapped_column
 from domain.platform.models import Base, EnumString, UTCDateTime, utcnow
 from domain.webhooks.states import AttemptOutcome, DeliveryStatus
 
+DEFAULT_MAX_IN_FLIGHT = 8  # an endpoint's attempts at once per worker process, unless set otherwise
+MAX_IN_FLIGHT_LIMIT = 256  # the most one endpoint may ask for (a worker process runs 256 at once in all)
 DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)  # for schemas and command-line choices
 
 
 class WebhookEndpoint(Base):
     __tablename__ = "webhook_endpoints"
+    __table_args__ = (
+        CheckConstraint(f"max_in_flight BETWEEN 1 AND {MAX_IN_FLIGHT_LIMIT}",
+                        name="ck_webhook_endpoints_max_in_flight"),
+        CheckConstraint("rate_limit IS NULL OR rate_limit > 0", name="ck_webhook_endpoints_rate_limit"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     url: Mapped[str] = mapped_column(String(2048))
@@ -44,6 +52,11 @@ class WebhookEndpoint(Base):
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
     previous_secret_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The endpoint's share of each worker process: attempts at once, and at most this many per second (NULL: no
+    # limit), so a slow or rate-limited consumer waits in its own queue, never in the others'.
+    max_in_flight: Mapped[int] = mapped_column(Integer, default=DEFAULT_MAX_IN_FLIGHT,
+                                               server_default=str(DEFAULT_MAX_IN_FLIGHT))
+    rate_limit: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

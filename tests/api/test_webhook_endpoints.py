@@ -167,3 +167,21 @@ def test_ids_outside_bigint_are_422_not_a_server_error(client, path: str) -> Non
         secret = api_keys.create_api_key(session, name="ids", capabilities=["manage-webhooks"]).secret
     method = client.post if path.endswith("/replay") else client.get
     assert method(path, headers={"Authorization": f"Bearer {secret}"}).status_code == 422
+
+
+def test_an_endpoints_share_is_set_at_creation_and_patched(admin: tuple[TestClient, int], sink: Sink) -> None:
+    client, _ = admin
+    created = create(client, sink.url("/share"), max_in_flight=3, rate_limit=2.5)
+    assert (created["max_in_flight"], created["rate_limit"]) == (3, 2.5)
+    assert (create(client, sink.url("/default"))["max_in_flight"], create(client, sink.url("/d2"))["rate_limit"]) \
+        == (8, None)
+    url = f"{BASE}/{created['id']}"
+    patched = client.patch(url, json={"max_in_flight": 16})
+    assert patched.status_code == 200 and (patched.json()["max_in_flight"], patched.json()["rate_limit"]) == (16, 2.5)
+    cleared = client.patch(url, json={"rate_limit": None})  # null removes the limit; absent keeps it
+    assert (cleared.json()["max_in_flight"], cleared.json()["rate_limit"]) == (16, None)
+    for refused in ({"max_in_flight": 0}, {"max_in_flight": 257}, {"rate_limit": 0}, {"rate_limit": -1}):
+        assert client.patch(url, json=refused).status_code == 422, refused
+    assert client.get(url).json()["max_in_flight"] == 16
+    [updated, *_] = outbox_events(audit_events.ENDPOINT_UPDATED, created["id"])
+    assert updated.payload["detail"] == {"max_in_flight": 16}

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 
+import httpcore
 import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
@@ -16,7 +17,7 @@ from domain.events.models import OutboxEvent
 from domain.platform.database import unit_of_work
 from domain.platform.models import utcnow
 from domain.platform.settings import Settings
-from domain.webhooks import audit_events, delivery, jobs, transport
+from domain.webhooks import audit_events, delivery, jobs, ssrf, transport
 from domain.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink, closed_port
@@ -55,7 +56,7 @@ def deliver_at(now: dt.datetime, delivery_ids: list[int], settings: Settings) ->
     """
     with unit_of_work() as session:
         claims = delivery.claim(session, delivery_ids, jobs.claim_terms(settings), now=now)
-    results = [(claim, delivery.send(claim, jobs.send_limits(settings))) for claim in claims]
+    results = sorted(jobs.send(claims, settings), key=lambda item: item[0].delivery_id)
     with unit_of_work() as session:
         return delivery.record_many(session, results, jobs.retry_policy(settings), now=now)
 
@@ -85,7 +86,7 @@ def test_delivers_the_spec_payload_with_verifiable_headers(settings: Settings, w
     assert payload["timestamp"].endswith("Z") and payload["data"]["created_at"].endswith("Z")
     [row] = deliveries(id=created[0])
     assert request.headers["webhook-id"] == row.msg_id and row.msg_id.startswith("msg_")
-    # The attempt's own time (delivery.send reads the real clock): between readings taken around the call,
+    # The attempt's own time (the dispatcher reads the real clock): between readings taken around the call,
     # whole seconds on both sides, so no second boundary and no machine speed can put it outside.
     assert before <= int(request.headers["webhook-timestamp"]) <= after
     assert request.headers["content-type"] == "application/json"
@@ -298,16 +299,23 @@ def test_huge_and_non_utf8_bodies_are_capped_and_stored(settings: Settings, worl
     register(sink.on("/huge", Reply(200, stream_bytes=50 * 1024 * 1024)))
     register(sink.on("/binary", Reply(500, b"\xff\xfe\x00\x80bad\x00")))
     created = jobs.fan_out_events(meta_events(world))
-    # Every socket read of an attempt goes through the deadline stream: count what was actually read.
+    # Every connection an attempt makes is opened by transport._open: count what is read from each.
     read_sizes: list[int] = []
-    deadline_read = transport._DeadlineStream.read
+    opened = transport._open
 
-    def counting_read(self: transport._DeadlineStream, max_bytes: int, timeout: float | None = None) -> bytes:
-        data = deadline_read(self, max_bytes, timeout)
-        read_sizes.append(len(data))
-        return data
+    async def counting_open(vetted: ssrf.Vetted, limits: transport.SendLimits) -> httpcore.AsyncNetworkStream:
+        stream = await opened(vetted, limits)
+        read = stream.read
 
-    monkeypatch.setattr(transport._DeadlineStream, "read", counting_read)
+        async def counting_read(max_bytes: int, timeout: float | None = None) -> bytes:
+            data = await read(max_bytes, timeout)
+            read_sizes.append(len(data))
+            return data
+
+        monkeypatch.setattr(stream, "read", counting_read)
+        return stream
+
+    monkeypatch.setattr(transport, "_open", counting_open)
     jobs.deliver(created)
     # The excerpt plus at most a couple of 64 KiB socket reads (headers, the second, small response), never
     # the 50 MiB the sink would send.
@@ -335,8 +343,6 @@ def test_send_time_ssrf_refusal(settings: Settings, world: World, sink: Sink,
 def test_dns_answer_is_pinned_host_header_kept(settings: Settings, world: World, sink: Sink,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import ipaddress
-
-    from domain.webhooks import ssrf
 
     answers: dict[str, list[str]] = {"hooks.test": ["127.0.0.1"]}
     monkeypatch.setattr(ssrf, "resolve", lambda host, port, timeout: [ipaddress.ip_address(a) for a in answers[host]])
