@@ -92,6 +92,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--mix", type=parse_mix, default=dict(MIX),
                         help="the mixed workload's shares, e.g. create=100 (default: " +
                              ",".join(f"{op}={share}" for op, share in MIX.items()) + ")")
+    parser.add_argument("--without-idempotency-keys", action="store_true",
+                        help="the mixed workload's mutations without an Idempotency-Key")
     parser.add_argument("--licenses", type=int, default=DEFAULT_LICENSES,
                         help=f"license keys the requests are spread over (default {DEFAULT_LICENSES})")
     parser.add_argument("--max-keys-per-license", type=int, default=None,
@@ -317,7 +319,8 @@ def run(args: argparse.Namespace, wrk: str) -> BenchReport | RefusalReport:
             seed_mixed(world, pools)
 
             def script(label: str, prefix: str) -> str:
-                return mixed_lua_script(world.form(key="unused"), prefix, pools[label], args.threads, args.mix)
+                return mixed_lua_script(world.form(key="unused"), prefix, pools[label], args.threads, args.mix,
+                                        keyed=not args.without_idempotency_keys)
 
             api = measure("mixed", API_FACTORY, api_env, world, world.public_keys, args, wrk, work_dir, run_id,
                           script, mixed_probes(world, run_id), workload="mixed", count_rows=world.count_meta,

@@ -141,7 +141,9 @@ def test_mixed_lua_script_sends_the_mix_with_its_parameters() -> None:
         assert "licenses[s % #licenses + 1]" in branch or "licenses[slot(nc - 1) % #licenses + 1]" in branch
     # mutations carry an Idempotency-Key no other request carries; gets none
     assert set(MUTATIONS) == {"create", "update", "delete"}
-    assert 'if op == "g" then headers["Idempotency-Key"] = nil' in script
+    assert 'if op == "g" or not keyed then headers["Idempotency-Key"] = nil' in script
+    assert "local keyed = true" in script
+    assert "local keyed = false" in mixed_lua_script(form, "m1a2b-", _pools(), threads=2, keyed=False)
     assert 'else headers["Idempotency-Key"] = key_prefix .. tid .. "-" .. sent end' in script
     assert 'return wrk.format("POST", paths[op], headers, body)' in script
     assert RESULT_MARK in script
