@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 from starlette.testclient import TestClient
 
+from domain import catalog
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
 from domain.signing import rotation
@@ -23,6 +25,17 @@ from tests.conftest import World, make_world
 
 ENDPOINT = "/api/v1/create-license-key-meta"
 RESPONSES_BETWEEN_ROTATIONS = 5
+# Creates per license key before the load moves on to another: under the per-license cap of meta keys.
+CREATES_PER_LICENSE = 50
+
+
+def another_license_key(world: World) -> str:
+    """A new license key of the world's product (so of its signing scope), activated for its identifier."""
+    with unit_of_work() as session:
+        row = catalog.create_license_key(session, product_id=world.product_id,
+                                         key=f"LK-{uuid.uuid4().hex[:10].upper()}", status="assigned")
+        catalog.activate(session, license_key=row.key, identifier=world.identifier)
+        return row.key
 
 
 @dataclass(frozen=True)
@@ -56,9 +69,13 @@ def test_rotations_under_load_never_produce_an_unverifiable_response(client: Tes
 
     def load(world: World, scope: str) -> None:
         try:
+            sent = 0
             while not stop.is_set():
+                if sent % CREATES_PER_LICENSE == 0:
+                    license_key = another_license_key(world)
+                sent += 1
                 started = time.monotonic()
-                response = client.post(ENDPOINT, data=world.form())
+                response = client.post(ENDPOINT, data=world.form(license_key=license_key))
                 item = Collected(scope, started, response.status_code, response.content,
                                  response.headers.get("x-signature-key-id", ""))
                 with arrived:
