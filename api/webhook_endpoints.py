@@ -22,12 +22,13 @@ from starlette.responses import Response
 from api.client_ip import request_client_ip
 from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
 from domain.access.checks import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
+from domain.events.catalog import WEBHOOK_TEST
 from domain.license_meta.codes import Code
 from domain.platform.database import unit_of_work
 from domain.platform.models import utcnow
 from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.signing.master_key import load_master_key
-from domain.webhooks import endpoints, replay, ssrf
+from domain.webhooks import endpoints, replay, ssrf, test_events
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, DELIVERY_STATUSES, MAX_IN_FLIGHT_LIMIT
 
@@ -239,3 +240,16 @@ async def replay_since(endpoint_id: RowId, body: ReplaySinceIn, request: Request
     ids = await in_transaction(work)
     _ring(request, ids, actor)
     return {"replayed": ids, "count": len(ids)}
+
+
+@router.post("/{endpoint_id}/test", status_code=202)
+async def send_test_event(endpoint_id: RowId, request: Request, actor: AdminActor) -> dict[str, Any]:
+    """Queue a ``webhook.test`` delivery to this endpoint only; a webhooks worker sends it."""
+    def work(session: Any) -> dict[str, Any]:
+        sent = test_events.send_test_event(session, endpoint_id, actor)
+        replay.mark_rung(session, [sent.delivery_id])
+        return {"delivery_id": sent.delivery_id, "msg_id": sent.msg_id, "event_type": WEBHOOK_TEST}
+
+    queued = await in_transaction(work)
+    _ring(request, [queued["delivery_id"]], actor)
+    return queued

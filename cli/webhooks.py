@@ -10,6 +10,7 @@ from cli import main
 from cli.portal import portal_link
 from cli.setup import master_key_or_fail
 from cli.support import CliError, json_option, parse_time
+from cli.webhook_test import webhook_test
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
 from domain.platform.database import unit_of_work
 from domain.platform.settings import get_settings
@@ -31,6 +32,7 @@ def webhooks() -> None:
 
 
 webhooks.add_command(portal_link)
+webhooks.add_command(webhook_test)
 
 
 MAX_IN_FLIGHT_HELP = f"Attempts at once per worker process (1–{MAX_IN_FLIGHT_LIMIT}; default {DEFAULT_MAX_IN_FLIGHT})."

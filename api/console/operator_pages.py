@@ -21,7 +21,7 @@ from domain.console import portal, queries, sessions
 from domain.events import audit, metrics_queries
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
 from domain.platform.task_names import WEBHOOKS_DELIVER
-from domain.webhooks import audit_events, endpoints, replay, ssrf
+from domain.webhooks import audit_events, endpoints, replay, ssrf, test_events
 from domain.webhooks.states import DeliveryStatus
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -219,6 +219,21 @@ async def endpoint_delete(endpoint_id: RowId, request: Request, who: SignedIn) -
                     event_types=sorted(WEBHOOK_EVENT_TYPES))
     await in_transaction(lambda s: endpoints.delete_endpoint(s, endpoint_id, who.actor))
     return _back(request, who, "/console/endpoints")
+
+
+@router.post("/endpoints/{endpoint_id}/test")
+async def endpoint_send_test(endpoint_id: RowId, request: Request, who: SignedIn) -> Response:
+    """Queue a ``webhook.test`` delivery to this endpoint alone and show it (a worker sends it)."""
+    await guard.checked_form(request, who)
+
+    def work(session: Any) -> int:
+        sent = test_events.send_test_event(session, endpoint_id, who.actor)
+        replay.mark_rung(session, [sent.delivery_id])
+        return sent.delivery_id
+
+    delivery_id = await in_transaction(work)
+    ring(request, [delivery_id], who.actor.request_id)
+    return _back(request, who, f"/console/deliveries/{delivery_id}")
 
 
 @router.post("/endpoints/{endpoint_id}/replay")

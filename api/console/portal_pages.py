@@ -17,7 +17,7 @@ from api.console.operator_pages import PAGE_SIZE, RowId, ring
 from api.console.web import PageError, in_transaction, master_key, now, redirect, render
 from domain.console import portal, queries
 from domain.events.catalog import catalog_document
-from domain.webhooks import endpoints, replay
+from domain.webhooks import endpoints, replay, test_events
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.states import DeliveryStatus
 
@@ -88,6 +88,23 @@ async def portal_replay(token: Token, delivery_id: RowId, request: Request) -> R
 
     replayed = await in_transaction(work)
     ring(request, [replayed], actor.request_id)
+    return redirect(f"/console/portal/{token}/deliveries/{delivery_id}")
+
+
+@router.post("/{token}/test")
+async def portal_send_test(token: Token, request: Request) -> Response:
+    """A ``webhook.test`` delivery to the link's endpoint: the endpoint comes from the token, never the form."""
+    endpoint_id = _scope(request, token)
+    await _checked_form(request, token)
+    actor = _actor(request, endpoint_id)
+
+    def work(session: Any) -> int:
+        sent = test_events.send_test_event(session, endpoint_id, actor)
+        replay.mark_rung(session, [sent.delivery_id])
+        return sent.delivery_id
+
+    delivery_id = await in_transaction(work)
+    ring(request, [delivery_id], actor.request_id)
     return redirect(f"/console/portal/{token}/deliveries/{delivery_id}")
 
 

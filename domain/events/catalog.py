@@ -20,6 +20,10 @@ from domain.events.outbox import (
     SIGNING_KEY_REVOKED,
 )
 
+# Sent only on request, to one endpoint (``domain.webhooks.test_events``): in the catalog so consumers can
+# validate it, never subscribable and never fanned out.
+WEBHOOK_TEST = "webhook.test"
+
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 Schema = dict[str, Any]
 
@@ -161,7 +165,17 @@ EVENT_TYPES: tuple[EventType, ...] = (
         _object(_signing_key_fields(_state("pending", "active", "retired"), "revoked")),
         {**_KEY_EXAMPLE, "from_state": "active", "to_state": "revoked", "reason": "revoked by operator"},
     ),
+    EventType(
+        WEBHOOK_TEST,
+        "A test event, sent to one endpoint only when an operator or the endpoint's consumer asks for it (console, "
+        "portal); it reports no change and needs no subscription.",
+        _object({"endpoint_id": {**ROW_ID, "description": "the endpoint it was sent to"},
+                 "message": {"type": "string", "minLength": 1, "maxLength": 255}}),
+        {"endpoint_id": 12, "message": "A test event sent on request; it reports no change."},
+    ),
 )
+# Types sent only on request, outside fan-out: every other type in the catalog is subscribable.
+ON_REQUEST_TYPES: frozenset[str] = frozenset({WEBHOOK_TEST})
 
 BY_NAME: dict[str, EventType] = {event_type.name: event_type for event_type in EVENT_TYPES}
 

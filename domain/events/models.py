@@ -45,6 +45,8 @@ class AuditRecord(Base):
     """One link of the audit hash chain: ``hash = sha256(prev_hash || canonical(record))``."""
 
     __tablename__ = "audit_records"
+    # The console's audit filter: newest records of one action, a keyset page on (action, seq) at any size.
+    __table_args__ = (Index("ix_audit_records_action_seq", "action", "seq"),)
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # position in the chain, set under the lock

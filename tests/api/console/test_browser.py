@@ -1,6 +1,7 @@
 """The console in a real headless Chromium (the system's package, driven by Playwright): an operator signs
-in, adds an endpoint and copies its secret once, reads a delivery and replays it, rotates the secret, hands
-out a portal link that reaches nothing else, and verifies the audit chain. JavaScript is off throughout.
+in, adds an endpoint at a local sink and copies its secret once, sends a test event that the delivery job
+brings to the sink signed, reads a delivery and replays it, rotates the secret, hands out a portal link that
+reaches nothing else, and verifies the audit chain. JavaScript is off throughout.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from pathlib import Path
 import pytest
 import uvicorn
 from sqlalchemy import delete, select
+from standardwebhooks.webhooks import Webhook
 
 from domain.events.audit import record_events
 from domain.events.models import AuditRecord, OutboxEvent
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
+from domain.webhooks import jobs
 from tests.api.console.conftest import ConsoleKey, add_deliveries
+from tests.webhook_sink import Sink
 from tests.webhook_support import register
 
 CHROMIUM = Path(os.environ.get("KEYMETA_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -71,8 +75,8 @@ def browser() -> Iterator[object]:
         launched.close()
 
 
-def test_operator_and_consumer_in_a_browser(server: ServerThread, browser: object,
-                                            operator_key: ConsoleKey) -> None:
+def test_operator_and_consumer_in_a_browser(server: ServerThread, browser: object, operator_key: ConsoleKey,
+                                            sink: Sink) -> None:
     context = browser.new_context(java_script_enabled=False, viewport={"width": 360, "height": 800})  # type: ignore[attr-defined]
     context.set_default_timeout(10_000)
     page = context.new_page()
@@ -88,7 +92,7 @@ def test_operator_and_consumer_in_a_browser(server: ServerThread, browser: objec
 
     # Add an endpoint; its secret is on this one page only.
     page.get_by_role("link", name="Endpoints").click()
-    page.get_by_label("URL").fill("http://127.0.0.1:9/browser-hook")
+    page.get_by_label("URL").fill(sink.url("/browser-hook"))
     page.get_by_label("license_key_meta.created").check()
     page.get_by_role("button", name="Add endpoint").click()
     secret = page.get_by_label("Signing secret").input_value()
@@ -96,6 +100,25 @@ def test_operator_and_consumer_in_a_browser(server: ServerThread, browser: objec
     page.get_by_role("link", name="Go to endpoint").click()
     assert secret not in page.content()
     endpoint_id = int(page.url.rsplit("/", 1)[1])
+
+    # A test event: queued from the page, sent by the delivery job a webhooks worker runs, signed with the secret.
+    page.get_by_role("button", name="Send a test event").click()
+    sync_api.expect(page.locator("dd.status-pending")).to_have_text("pending")
+    test_delivery = int(page.url.rsplit("/", 1)[1])
+    assert jobs.deliver([test_delivery]).outcomes == {"succeeded": 1}
+    [received] = sink.at("/browser-hook")
+    event = Webhook(secret).verify(received.body, received.headers)
+    assert (event["type"], event["data"]["endpoint_id"]) == ("webhook.test", endpoint_id)
+    page.get_by_role("link", name="Back to the deliveries").click()
+    listed = page.get_by_role("row").filter(has=page.get_by_role("link", name=str(test_delivery), exact=True))
+    sync_api.expect(listed).to_contain_text("webhook.test")
+    sync_api.expect(listed.locator("td.status-succeeded")).to_have_text("succeeded")
+    listed.get_by_role("link", name=str(test_delivery), exact=True).click()
+    attempt = page.locator("tbody tr")
+    sync_api.expect(attempt).to_have_count(1)
+    sync_api.expect(attempt.locator("td").nth(2)).to_have_text("success")
+    sync_api.expect(attempt.locator("td").nth(3)).to_have_text("200")
+    page.goto(f"{server.url}/console/endpoints/{endpoint_id}")
 
     # Its deliveries and their attempts.
     [delivery] = add_deliveries(endpoint_id, 1, excerpt="<b>thanks</b>")

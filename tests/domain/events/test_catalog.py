@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from domain.events.catalog import BY_NAME, EVENT_TYPES, EventType, catalog_document, schema_of
-from domain.events.outbox import WEBHOOK_EVENT_TYPES
+from domain.events.catalog import BY_NAME, EVENT_TYPES, ON_REQUEST_TYPES, EventType, catalog_document, schema_of
+from domain.events.outbox import WEBHOOK_EVENT_TYPES, needs_fan_out
 
 NAMES = [event_type.name for event_type in EVENT_TYPES]
 META_TYPES = [name for name in NAMES if name.startswith("license_key_meta.")]
@@ -36,14 +36,20 @@ def event_type(request: pytest.FixtureRequest) -> EventType:
 
 def test_the_catalog_lists_every_webhook_type_and_nothing_else() -> None:
     assert len(NAMES) == len(set(NAMES)), "a type is listed twice"
-    assert set(NAMES) - WEBHOOK_EVENT_TYPES == set(), "listed, but no endpoint can subscribe to it"
+    assert set(NAMES) - WEBHOOK_EVENT_TYPES - ON_REQUEST_TYPES == set(), "listed, but never sent"
     assert WEBHOOK_EVENT_TYPES - set(NAMES) == set(), "subscribable, but missing from the catalog"
+
+
+def test_a_type_sent_on_request_is_never_subscribable_or_fanned_out() -> None:
+    assert {"webhook.test"} == ON_REQUEST_TYPES
+    assert not ON_REQUEST_TYPES & WEBHOOK_EVENT_TYPES
+    assert not any(needs_fan_out(name) for name in ON_REQUEST_TYPES)
 
 
 def test_the_catalog_covers_the_spec_types() -> None:
     assert set(NAMES) == {"license_key_meta.created", "license_key_meta.updated", "license_key_meta.deleted",
                           "signing_key.created", "signing_key.activated", "signing_key.retired",
-                          "signing_key.revoked"}
+                          "signing_key.revoked", "webhook.test"}
 
 
 def test_every_schema_is_a_valid_draft_2020_12_schema(event_type: EventType) -> None:
