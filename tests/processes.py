@@ -157,8 +157,12 @@ class TcpProxy:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def cut(self) -> None:
+        # Sockets are shut down before they are closed: closing does not wake a thread blocked on a socket, so a
+        # cut listener would still accept one more connection, and an ended connection would not end its peer.
         with self._lock:
             if self._listener is not None:
+                with contextlib.suppress(OSError):
+                    self._listener.shutdown(socket.SHUT_RDWR)
                 self._listener.close()
                 self._listener = None
             for conn in self._conns:
@@ -198,4 +202,5 @@ class TcpProxy:
         finally:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
-                    sock.close()
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()

@@ -7,9 +7,11 @@ done by the same domain services as the CLI and the admin API, and audited as ``
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from api.console import guard
@@ -226,13 +228,9 @@ async def endpoint_send_test(endpoint_id: RowId, request: Request, who: SignedIn
     """Queue a ``webhook.test`` delivery to this endpoint alone and show it (a worker sends it)."""
     await guard.checked_form(request, who)
 
-    def work(session: Any) -> int:
-        sent = test_events.send_test_event(session, endpoint_id, who.actor)
-        replay.mark_rung(session, [sent.delivery_id])
-        return sent.delivery_id
-
-    delivery_id = await in_transaction(work)
-    ring(request, [delivery_id], who.actor.request_id)
+    delivery_id = await queue_and_ring(
+        request, lambda session: test_events.send_test_event(session, endpoint_id, who.actor).delivery_id,
+        who.actor.request_id)
     return _back(request, who, f"/console/deliveries/{delivery_id}")
 
 
@@ -281,14 +279,21 @@ async def delivery_detail(delivery_id: RowId, request: Request, who: SignedIn) -
 async def delivery_replay(delivery_id: RowId, request: Request, who: SignedIn) -> Response:
     await guard.checked_form(request, who)
 
-    def work(session: Any) -> int:
-        row = replay.replay_delivery(session, delivery_id, who.actor)
-        replay.mark_rung(session, [row.id])
-        return row.id
-
-    replayed = await in_transaction(work)
-    ring(request, [replayed], who.actor.request_id)
+    await queue_and_ring(request, lambda session: replay.replay_delivery(session, delivery_id, who.actor).id,
+                         who.actor.request_id)
     return _back(request, who, f"/console/deliveries/{delivery_id}")
+
+
+async def queue_and_ring(request: Request, queue: Callable[[Session], int], request_id: str | None) -> int:
+    """``queue`` adds one delivery and returns its id; it is committed marked rung, then rung."""
+    def work(session: Session) -> int:
+        delivery_id = queue(session)
+        replay.mark_rung(session, [delivery_id])
+        return delivery_id
+
+    delivery_id = await in_transaction(work)
+    ring(request, [delivery_id], request_id)
+    return delivery_id
 
 
 def ring(request: Request, delivery_ids: list[int], request_id: str | None) -> None:

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
 from api.client_ip import request_client_ip
-from api.console.operator_pages import PAGE_SIZE, RowId, ring
+from api.console.operator_pages import PAGE_SIZE, RowId, queue_and_ring
 from api.console.web import PageError, in_transaction, master_key, now, redirect, render
 from domain.console import portal, queries
 from domain.events.catalog import catalog_document
@@ -81,13 +81,9 @@ async def portal_replay(token: Token, delivery_id: RowId, request: Request) -> R
     await _checked_form(request, token)
     actor = _actor(request, endpoint_id)
 
-    def work(session: Any) -> int:
-        row = replay.replay_delivery(session, delivery_id, actor, endpoint_id=endpoint_id)
-        replay.mark_rung(session, [row.id])
-        return row.id
-
-    replayed = await in_transaction(work)
-    ring(request, [replayed], actor.request_id)
+    await queue_and_ring(
+        request, lambda session: replay.replay_delivery(session, delivery_id, actor, endpoint_id=endpoint_id).id,
+        actor.request_id)
     return redirect(f"/console/portal/{token}/deliveries/{delivery_id}")
 
 
@@ -98,13 +94,9 @@ async def portal_send_test(token: Token, request: Request) -> Response:
     await _checked_form(request, token)
     actor = _actor(request, endpoint_id)
 
-    def work(session: Any) -> int:
-        sent = test_events.send_test_event(session, endpoint_id, actor)
-        replay.mark_rung(session, [sent.delivery_id])
-        return sent.delivery_id
-
-    delivery_id = await in_transaction(work)
-    ring(request, [delivery_id], actor.request_id)
+    delivery_id = await queue_and_ring(
+        request, lambda session: test_events.send_test_event(session, endpoint_id, actor).delivery_id,
+        actor.request_id)
     return redirect(f"/console/portal/{token}/deliveries/{delivery_id}")
 
 

@@ -47,31 +47,6 @@ OPERATIONS = {
 }
 
 
-class DatabaseProxy(TcpProxy):
-    """A :class:`TcpProxy` whose sockets are shut down before they are closed: closing a socket does not wake a
-    thread blocked on it, so a cut listener would still accept one more connection, and a connection the server
-    ended would never be ended towards the client (the API's shutdown would wait for it)."""
-
-    def cut(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-        super().cut()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-
 class SilentServer:
     """Accepts connections on ``port`` and never answers: a database host that has stopped responding."""
 
@@ -93,7 +68,7 @@ class SilentServer:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (see DatabaseProxy)
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (see TcpProxy)
         self._listener.close()
         for conn in self._held:
             with contextlib.suppress(OSError):
@@ -140,7 +115,7 @@ def outage(settings: Settings, database_url: str, master_key_text: str, tmp_path
     keys, global_kid = public_keys(), active_kid("global")
     assert global_kid is not None
     real = make_url(database_url)
-    proxy = DatabaseProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
     proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     proxied_settings = configure(monkeypatch, proxied, master_key_text, tmp_path / "var")
     scene = Outage(TestClient(create_app(proxied_settings), client=(unique_ip(), 40000)), proxy, world, keys,
