@@ -171,7 +171,7 @@ def main() -> None:
                 **({"KEYMETA_DATABASE_URL": url} if url else {}),
                 "KEYMETA_VAR_DIR": str(var_dir), "KEYMETA_LOG_LEVEL": "WARNING",
                 "KEYMETA_MASTER_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
-                "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8", "KEYMETA_WEBHOOK_SEND_THREADS": str(args.threads),
+                "KEYMETA_WEBHOOK_ALLOWED_CIDRS": "127.0.0.0/8",
             })
             from domain.platform.logs import configure_logging
             from domain.platform.settings import get_settings

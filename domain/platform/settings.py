@@ -66,7 +66,6 @@ class Settings(BaseSettings):
     webhook_rering_seconds: float = Field(default=60.0, gt=0)  # the sweeper re-rings a due delivery
     webhook_sweep_interval_seconds: float = Field(default=2.0, gt=0)
     webhook_sweep_batch: int = Field(default=1000, ge=1)
-    webhook_send_threads: int = Field(default=16, ge=1, le=256)  # parallel sends within one task
     # Deliveries a fan-out task creates claimed and sends itself; the rest go to webhooks.deliver tasks.
     webhook_inline_deliveries: int = Field(default=16, ge=0, le=1000)
     key_rotation_days: int = Field(default=90, ge=1)
