@@ -20,7 +20,6 @@ from domain.platform.logs import get_logger
 log = get_logger("keymeta.api")
 
 
-DATABASE_UNREACHABLE = CONNECTION_FAILURES
 RETRY = {"Retry-After": "1"}
 UNAVAILABLE = ExtensionCode.SERVICE_UNAVAILABLE
 PLAIN_MESSAGE = "database unavailable, retry shortly"
@@ -49,6 +48,6 @@ async def plain_database_unavailable(request: Request, exc: Exception) -> Respon
 
 
 def _log(request: Request, exc: Exception) -> None:
-    assert isinstance(exc, DATABASE_UNREACHABLE)  # registered for these only
+    assert isinstance(exc, CONNECTION_FAILURES)  # registered for these only
     cause = exc.orig if isinstance(exc, OperationalError | InterfaceError) else exc
     log.error("database.unavailable", error=str(cause), path=request.url.path)

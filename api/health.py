@@ -23,8 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import JSONResponse
 
-from api.errors import DATABASE_UNREACHABLE
 from api.signed_response import EnvelopeSigner
+from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.logs import get_logger
 from domain.platform.migrate import alembic_config, head_revision
 from domain.platform.settings import Settings
@@ -92,7 +92,7 @@ async def check_signing(signer: EnvelopeSigner) -> str:
     try:
         with anyio.fail_after(DATABASE_TIMEOUT_SECONDS):
             kid = await signer.global_kid()
-    except DATABASE_UNREACHABLE:
+    except CONNECTION_FAILURES:
         held = signer.held_global_kid()
         if held is None:
             raise NotReady("no signing key held in memory and the database is unreachable") from None

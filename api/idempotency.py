@@ -14,11 +14,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
 from api.client_ip import request_client_ip
-from api.errors import DATABASE_UNREACHABLE, database_unavailable
+from api.errors import database_unavailable
 from api.metrics import record_result_code
 from domain.access.checks import ApiKeyRecord, api_key_digest
 from domain.idempotency.audit import audit_answer
@@ -28,6 +29,7 @@ from domain.idempotency.service import IdempotencyKeys
 from domain.idempotency.store import Claim, Reservation, ReservationOutcome, StoredResponse
 from domain.license_meta.codes import AnyCode, Code, ExtensionCode
 from domain.license_meta.service import USER_AGENT_MAX, mask_license_key
+from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.platform.task_names import AUDIT_RECORD
@@ -75,11 +77,11 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
             # The connection is returned before any signing: that takes a connection of its own.
             async with state.engine.connect() as conn:
                 key = await state.license_meta.api_key_record(
-                    api_key if isinstance(api_key, str) and api_key else None, conn)
+                    api_key if isinstance(api_key, str) and api_key else None, lambda: _ready(conn))
                 code, event_type = _self_answer(reservation)
                 await _audit(request, conn, event_type, key.id if key is not None else None, endpoint, values,
                              code, now)
-    except DATABASE_UNREACHABLE as exc:  # nothing ran: the client may retry with the same key
+    except CONNECTION_FAILURES as exc:  # nothing ran: the client may retry with the same key
         return await database_unavailable(request, exc)
     if reservation is not None and reservation.outcome is ReservationOutcome.PROCEED:
         return await _run(request, reservation, handle)
@@ -121,7 +123,7 @@ async def _run(request: Request, reservation: Reservation, handle: Callable[[], 
             await keys.record(reservation, StoredResponse(response.status_code, kept, bytes(response.body)))
         else:
             await keys.release(reservation)
-    except DATABASE_UNREACHABLE as exc:
+    except CONNECTION_FAILURES as exc:
         # The work is done and its answer is the truth: send it. The key stays in progress until its lease ends.
         log.error("idempotency.record_failed", error=str(exc), path=request.url.path)
     return response
@@ -168,6 +170,10 @@ async def _audit(request: Request, conn: Any, event_type: str, api_key_id: int |
     event_id = await audit_answer(conn, event_type, api_key_id, context, outcome_code=int(code), request_id=request_id,
                                   now=now)
     state.doorbell.ring(AUDIT_RECORD, [event_id], request_id)
+
+
+async def _ready(conn: AsyncConnection) -> AsyncConnection:
+    return conn
 
 
 def _text(value: object) -> str | None:

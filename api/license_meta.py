@@ -18,13 +18,14 @@ from starlette.routing import get_route_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.client_ip import request_client_ip
-from api.errors import DATABASE_UNREACHABLE, database_unavailable
+from api.errors import database_unavailable
 from api.idempotency import idempotent
 from api.metrics import record_result_code
 from api.parsing import BodyRejected, parse_params, read_body
 from api.rate_limit import RateLimited, RequestRateLimiter
 from domain.license_meta.codes import Code, ExtensionCode, Operation
 from domain.license_meta.service import MetaRequest, MetaResult
+from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.task_names import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
 PREFIXES = ("/api/v1/", "/v1/")
@@ -65,7 +66,7 @@ class LicenseMetaEndpoint:
         request = Request(scope, receive)
         try:
             response = await (answer(request, route) if request.method == "POST" else wrong_method(request, route))
-        except DATABASE_UNREACHABLE as exc:
+        except CONNECTION_FAILURES as exc:
             response = await database_unavailable(request, exc)
         await response(scope, receive, send)
 

@@ -14,7 +14,7 @@ afterwards on the request's connection.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -159,7 +159,7 @@ class MetaService:
         }
         db = _RequestConnection(self.engine)
         try:
-            key_record = await self._api_key(db, request.api_key) if request.api_key is not None else None
+            key_record = await self.api_key_record(request.api_key, db.get)
             context["api_key_id"] = key_record.id if key_record is not None else None
             # A refusal before step 1 (rate limit) must not tell a guesser, by its scheme, that its key exists.
             scheme = key_record.signature_scheme if key_record is not None and request.refusal is None \
@@ -169,13 +169,18 @@ class MetaService:
         finally:
             await db.release()
 
-    async def api_key_record(self, api_key: str | None, conn: AsyncConnection) -> ApiKeyRecord | None:
-        """The presented key's record (None for none or an unknown one): the same cached lookup as check 1, read
-        on the caller's connection when the cache misses."""
+    async def api_key_record(self, api_key: str | None,
+                             connection: Callable[[], Awaitable[AsyncConnection]]) -> ApiKeyRecord | None:
+        """The presented key's record (None for none or an unknown one), cached by digest; ``connection()`` is
+        awaited only when the cache misses."""
         if api_key is None:
             return None
         digest = api_key_digest(api_key)
-        return await self._api_keys.get(digest, lambda: load_api_key(conn, digest))
+
+        async def load() -> ApiKeyRecord | None:
+            return await load_api_key(await connection(), digest)
+
+        return await self._api_keys.get(digest, load)
 
     async def _answer(self, db: _RequestConnection, request: MetaRequest, key_record: ApiKeyRecord | None,
                    context: dict[str, Any], now: dt.datetime) -> MetaResult:
@@ -223,14 +228,6 @@ class MetaService:
         if refusal is not None:
             return await self._refuse(db, request, context, refusal, GLOBAL_SCOPE, now)
         return None
-
-    async def _api_key(self, db: _RequestConnection, api_key: str) -> ApiKeyRecord | None:
-        digest = api_key_digest(api_key)
-
-        async def load() -> ApiKeyRecord | None:
-            return await load_api_key(await db.get(), digest)
-
-        return await self._api_keys.get(digest, load)
 
     async def _load_blocklist(self, db: _RequestConnection) -> BlockList:
         return await load_blocklist(await db.get())
