@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             raise RuntimeError("no active global signing key: run 'keymeta bootstrap'")
         app.state.settings = settings
+        app.state.master_key = master_key
         app.state.engine = engine
         app.state.trusted_proxies = tuple(parse_network(c) for c in settings.trusted_proxies)
         # Half the pool for shared create statements, a quarter for idempotency keys' shared reservations and

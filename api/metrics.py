@@ -170,7 +170,8 @@ def _process_registry() -> CollectorRegistry:
     return REGISTRY
 
 
-def _tally(request: Request) -> AttemptTally:
+def attempt_tally(request: Request) -> AttemptTally:
+    """The process's one running count of webhook attempts (the scrape and the console's overview share it)."""
     state = request.app.state
     tally = getattr(state, "metrics_attempt_tally", None)
     if not isinstance(tally, AttemptTally):
@@ -182,7 +183,7 @@ async def _read_backlog(request: Request) -> Backlog | None:
     try:
         with anyio.fail_after(BACKLOG_TIMEOUT_SECONDS):
             async with request.app.state.engine.connect() as connection:
-                return await backlog(connection, tally=_tally(request))
+                return await backlog(connection, tally=attempt_tally(request))
     except Exception as exc:  # noqa: BLE001 — a scrape must still return the HTTP metrics
         log.warning("metrics.backlog_failed", error=repr(exc))
         return None

@@ -15,12 +15,11 @@ from starlette.responses import Response
 
 from api.client_ip import request_client_ip
 from api.console.web import PageError, master_key, now, redirect
-from api.errors import DATABASE_UNREACHABLE
-from domain.access.checks import check_access, load_api_key, load_blocklist, parse_address
+from domain.access.checks import check_access, load_api_key, load_api_key_by_id, load_blocklist, parse_address
 from domain.console import sessions
-from domain.console.queries import load_key_by_id
 from domain.console.tokens import BadToken, mac
 from domain.license_meta.codes import CONSOLE_CAPABILITY, Code
+from domain.platform.database import CONNECTION_FAILURES
 from domain.webhooks.audit_events import Actor
 
 SESSION_COOKIE = "km_console"
@@ -58,9 +57,9 @@ async def key_refusal(request: Request, api_key_id: int | None,
             if key_digest is not None:
                 key = await load_api_key(conn, key_digest)
             else:
-                key = await load_key_by_id(conn, api_key_id) if api_key_id is not None else None
+                key = await load_api_key_by_id(conn, api_key_id) if api_key_id is not None else None
             blocklist = await load_blocklist(conn)
-    except DATABASE_UNREACHABLE as exc:
+    except CONNECTION_FAILURES as exc:
         raise PageError(503, "The database cannot be reached right now. Try again in a moment.") from exc
     address = parse_address(request_client_ip(request))
     return check_access(key, CONSOLE_CAPABILITY, address, None, blocklist, now(request)), key.id if key else None

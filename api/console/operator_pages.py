@@ -17,11 +17,12 @@ from starlette.responses import Response
 from api.console import guard
 from api.console.guard import SignedIn
 from api.console.web import PageError, in_transaction, master_key, now, redirect, render
-from api.errors import DATABASE_UNREACHABLE
+from api.metrics import attempt_tally
 from domain.access.checks import api_key_digest
 from domain.console import portal, queries, sessions
 from domain.events import audit, metrics_queries
 from domain.events.outbox import WEBHOOK_EVENT_TYPES
+from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.webhooks import audit_events, endpoints, replay, ssrf, test_events
 from domain.webhooks.states import DeliveryStatus
@@ -102,13 +103,10 @@ async def sign_out(request: Request, who: SignedIn) -> Response:
 
 @router.get("")
 async def overview(request: Request, who: SignedIn) -> Response:
-    state = request.app.state
-    if getattr(state, "console_tally", None) is None:
-        state.console_tally = metrics_queries.AttemptTally()
     try:
-        async with state.engine.connect() as conn:
-            figures = await metrics_queries.backlog(conn, now(request), state.console_tally)
-    except DATABASE_UNREACHABLE as exc:
+        async with request.app.state.engine.connect() as conn:
+            figures = await metrics_queries.backlog(conn, now(request), attempt_tally(request))
+    except CONNECTION_FAILURES as exc:
         raise PageError(503, "The database cannot be reached right now. Try again in a moment.") from exc
     return page(request, who, "overview.html", figures=figures)
 

@@ -15,11 +15,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from api.errors import DATABASE_UNREACHABLE
-from domain.platform.database import unit_of_work
+from domain.platform.database import CONNECTION_FAILURES, unit_of_work
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
-from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints
 
 log = get_logger("keymeta.console")
@@ -69,7 +67,9 @@ def now(request: Request) -> dt.datetime:
 
 
 def master_key(request: Request) -> bytes:
-    return load_master_key(request.app.state.settings)
+    """The master key the API loaded at start-up (it refuses to start without one)."""
+    key: bytes = request.app.state.master_key
+    return key
 
 
 def secure_headers(response: Response) -> None:
@@ -100,7 +100,7 @@ async def in_transaction(work: Callable[[Session], T]) -> T:
         raise PageError(404, str(exc)) from exc
     except endpoints.EndpointError as exc:
         raise PageError(422, str(exc)) from exc
-    except DATABASE_UNREACHABLE as exc:
+    except CONNECTION_FAILURES as exc:
         log.error("console.database_unavailable", error=str(exc))
         raise PageError(503, "The database cannot be reached right now. Try again in a moment.") from exc
 

@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -91,7 +91,14 @@ def check_access(key: ApiKeyRecord | None, capability: str, address: Address | N
 
 
 async def load_api_key(conn: AsyncConnection, digest: str) -> ApiKeyRecord | None:
-    row = (await conn.execute(select(ApiKey).where(ApiKey.digest == digest))).first()
+    return _api_key_record((await conn.execute(select(ApiKey).where(ApiKey.digest == digest))).first())
+
+
+async def load_api_key_by_id(conn: AsyncConnection, key_id: int) -> ApiKeyRecord | None:
+    return _api_key_record((await conn.execute(select(ApiKey).where(ApiKey.id == key_id))).first())
+
+
+def _api_key_record(row: Any) -> ApiKeyRecord | None:
     if row is None:
         return None
     return ApiKeyRecord(

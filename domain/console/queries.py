@@ -9,11 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from domain.access.checks import ApiKeyRecord, load_api_key
-from domain.access.models import ApiKey
 from domain.catalog.models import LicenseKey
 from domain.events.models import AuditRecord
 from domain.license_meta.models import LicenseKeyMeta
@@ -23,11 +20,6 @@ from domain.webhooks.models import WebhookAttempt, WebhookDelivery
 from domain.webhooks.replay import DeliveryNotFound, delivery_view
 
 MAX_PAGE = 200
-
-
-async def load_key_by_id(conn: AsyncConnection, key_id: int) -> ApiKeyRecord | None:
-    digest = (await conn.execute(select(ApiKey.digest).where(ApiKey.id == key_id))).scalar_one_or_none()
-    return None if digest is None else await load_api_key(conn, digest)
 
 
 def delivery_detail(session: Session, delivery_id: int, *, endpoint_id: int | None = None) -> dict[str, Any]:
