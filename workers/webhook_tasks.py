@@ -12,6 +12,7 @@ broker ETAs or countdowns.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Task
@@ -27,6 +28,13 @@ from workers.validation import row_ids
 
 log = get_logger("keymeta.workers.webhooks")
 TASK_WAIT_SECONDS = 2.0
+
+
+def _audit_ringer(request_id: str | None) -> Callable[[list[int]], None]:
+    """Rings the audit events that recording attempts creates (an endpoint disabled, a delivery exhausted)."""
+    def ring(event_ids: list[int]) -> None:
+        doorbell().ring(AUDIT_RECORD, event_ids, request_id)
+    return ring
 
 
 def _still_sending(report: jobs.DeliverReport) -> dict[str, int]:
@@ -51,10 +59,7 @@ def fan_out(self: Task, event_ids: Any) -> None:
         if result.unclaimed_ids:
             doorbell().ring(WEBHOOKS_DELIVER, result.unclaimed_ids, request_id)
 
-    def ring_audit(event_ids: list[int]) -> None:  # audit events recording creates (disabled, exhausted)
-        doorbell().ring(AUDIT_RECORD, event_ids, request_id)
-
-    report = jobs.fan_out_and_deliver(ids, hand_on=hand_on, wait=TASK_WAIT_SECONDS, on_audit=ring_audit)
+    report = jobs.fan_out_and_deliver(ids, hand_on=hand_on, wait=TASK_WAIT_SECONDS, on_audit=_audit_ringer(request_id))
     result, delivered = report.fanned_out, report.delivered
     log.info("webhooks.fanned_out", events=len(ids), deliveries=len(result.delivery_ids),
              sent=delivered.claimed, **delivered.outcomes, **_still_sending(delivered),
@@ -68,10 +73,7 @@ def deliver(self: Task, delivery_ids: Any) -> None:
         return
     request_id = _request_id(self)
 
-    def ring_audit(event_ids: list[int]) -> None:  # audit events recording creates (disabled, exhausted)
-        doorbell().ring(AUDIT_RECORD, event_ids, request_id)
-
-    report = jobs.deliver(ids, wait=TASK_WAIT_SECONDS, on_audit=ring_audit)
+    report = jobs.deliver(ids, wait=TASK_WAIT_SECONDS, on_audit=_audit_ringer(request_id))
     if report.claimed:
         log.info("webhooks.delivered", claimed=report.claimed, **report.outcomes, **_still_sending(report),
                  **request_id_fields(report.request_ids))

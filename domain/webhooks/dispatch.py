@@ -22,9 +22,10 @@ from typing import TypeVar
 from domain.platform.models import utcnow
 from domain.webhooks import transport
 from domain.webhooks.delivery import Claim, headers_for
+from domain.webhooks.models import MAX_IN_FLIGHT_LIMIT
 from domain.webhooks.transport import SendLimits, SendResult
 
-PROCESS_IN_FLIGHT = 256  # attempts in flight at once in one worker process, all endpoints together
+PROCESS_IN_FLIGHT = MAX_IN_FLIGHT_LIMIT  # attempts in flight at once in one worker process, all endpoints together
 PRUNE_SECONDS = 10.0  # how often idle connections are checked for expiry
 T = TypeVar("T")
 
