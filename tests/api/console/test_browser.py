@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
+from playwright import sync_api
 from sqlalchemy import delete, select
 from standardwebhooks.webhooks import Webhook
 
@@ -24,11 +24,11 @@ from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
 from domain.webhooks import jobs
 from tests.api.console.conftest import ConsoleKey, add_deliveries
+from tests.processes import wait_until
 from tests.webhook_sink import Sink
 from tests.webhook_support import register
 
 CHROMIUM = Path(os.environ.get("KEYMETA_TEST_CHROMIUM", "/usr/bin/chromium"))
-sync_api = pytest.importorskip("playwright.sync_api")
 if os.environ.get("CI") == "true" and not CHROMIUM.exists():  # CI installs it: never skip there
     raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")
@@ -48,11 +48,10 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API server did not start")
-            time.sleep(0.02)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), timeout=15, interval=0.02,
+                   message="the API server to start")
+        if not self.server.started:
+            raise RuntimeError("the API server did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
