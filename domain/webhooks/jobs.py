@@ -50,7 +50,6 @@ def sweep_deliveries(settings: Settings | None = None) -> list[int]:
 class DeliverReport:
     claimed: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)  # of the attempts recorded by the time it returned
-    audit_event_ids: list[int] = field(default_factory=list)  # created by those recordings
     request_ids: list[str] = field(default_factory=list)  # distinct, of the claimed deliveries' events
     sending: int = 0  # attempts still running (or waiting for their endpoint's turn) when it returned
 
@@ -117,7 +116,7 @@ def send_and_record(claims: Sequence[delivery.Claim], settings: Settings, *, wai
     record.expect(len(claims))
     dispatch.dispatcher().submit(claims, send_limits(settings), lambda claim, result: record.put(batch, claim, result))
     batch.done.wait(wait)
-    report.outcomes, report.audit_event_ids, report.sending = batch.snapshot()
+    report.outcomes, report.sending = batch.snapshot()
     return report
 
 

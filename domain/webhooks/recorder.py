@@ -38,7 +38,6 @@ class Batch:
     policy: RetryPolicy
     on_audit: Callable[[list[int]], None] | None = None  # ring ``audit.record`` for these (any thread)
     outcomes: dict[str, int] = field(default_factory=dict)
-    audit_event_ids: list[int] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
@@ -47,16 +46,15 @@ class Batch:
         if not self.size:
             self.done.set()
 
-    def snapshot(self) -> tuple[dict[str, int], list[int], int]:
-        """(outcomes, audit event ids, attempts not recorded yet), as of now."""
+    def snapshot(self) -> tuple[dict[str, int], int]:
+        """(outcomes, attempts not recorded yet), as of now."""
         with self._lock:
-            return dict(self.outcomes), list(self.audit_event_ids), self._left
+            return dict(self.outcomes), self._left
 
     def settle(self, statuses: Sequence[str], audit_event_ids: list[int]) -> None:
         with self._lock:
             for status in statuses:
                 self.outcomes[status] = self.outcomes.get(status, 0) + 1
-            self.audit_event_ids += audit_event_ids
             self._left -= len(statuses)
             finished = self._left <= 0
         if audit_event_ids and self.on_audit is not None:
