@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import jsonschema
-import pytest
 from starlette.testclient import TestClient
 
-from api.app import create_app
 from domain.events.catalog import EVENT_TYPES
-from domain.platform.settings import Settings
-from tests.conftest import CLIENT_IP
 
 PATH = "/api/v1/event-types"
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings), client=(CLIENT_IP, 40000)) as test_client:
-        yield test_client
 
 
 def test_lists_every_subscribable_type_with_description_schema_and_example(client: TestClient) -> None:

@@ -23,7 +23,6 @@ from starlette.testclient import TestClient
 from api.idempotency import idempotent
 from domain.access import api_keys
 from domain.access.checks import api_key_digest
-from domain.events.models import OutboxEvent
 from domain.idempotency.models import IdempotencyKey
 from domain.idempotency.service import IdempotencyKeys
 from domain.license_meta.codes import Code, ExtensionCode
@@ -31,7 +30,7 @@ from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
 from domain.signing.keys import GLOBAL_SCOPE
 from domain.signing.verification import verify_envelope
-from tests.api.conftest import public_keys
+from tests.api.conftest import counts, new_outbox_events, public_keys
 from tests.conftest import CLIENT_IP, World
 
 PATH = "/test/mutate"
@@ -121,16 +120,6 @@ def envelope(response: httpx.Response, code: int, message: str, http_status: int
     return inner
 
 
-def last_outbox_id() -> int:
-    with unit_of_work() as session:
-        return session.scalar(select(func.max(OutboxEvent.id))) or 0
-
-
-def events_since(outbox_id: int) -> list[OutboxEvent]:
-    with unit_of_work() as session:
-        return list(session.scalars(select(OutboxEvent).where(OutboxEvent.id > outbox_id).order_by(OutboxEvent.id)))
-
-
 def kept_rows(api_key: str) -> int:
     with unit_of_work() as session:
         return session.scalar(select(func.count()).select_from(IdempotencyKey)
@@ -158,9 +147,9 @@ def test_a_repeat_gets_the_first_answer_byte_for_byte_and_runs_nothing(harness: 
 
 def test_a_replay_is_audited_once_as_a_replay_and_emits_nothing_else(harness: Harness) -> None:
     harness.post(identifier="domain.ltd")
-    before = last_outbox_id()
+    before = counts()
     harness.post(request_id="replayed-request", identifier="domain.ltd")
-    [event] = events_since(before)
+    [event] = new_outbox_events(before)
     assert (event.type, event.outcome_code, event.request_id) == (
         "license_key_meta.idempotent_replay", 453, "replayed-request")
     assert event.payload["api_key_id"] == harness.world.api_key_id
@@ -173,12 +162,12 @@ def test_a_replay_is_audited_once_as_a_replay_and_emits_nothing_else(harness: Ha
 
 def test_the_same_key_with_different_parameters_is_a_signed_4220(harness: Harness) -> None:
     harness.post(value="pro")
-    before = last_outbox_id()
+    before = counts()
     response = harness.post(value="enterprise", request_id="reused-key")
     envelope(response, 4220, "Idempotency key reused with different parameters", 422)
     assert response.json()["private_key_used"] == "global"
     assert harness.fake.calls == 1
-    [event] = events_since(before)
+    [event] = new_outbox_events(before)
     assert (event.type, event.outcome_code, event.request_id) == (
         "license_key_meta.idempotency_refused", 4220, "reused-key")
 
@@ -209,12 +198,12 @@ def test_a_repeat_while_the_first_runs_is_a_signed_4090_that_is_not_kept(harness
     ("caf\u00e9".encode(), "must be printable ASCII characters only"),
 ])
 def test_a_malformed_key_is_a_signed_400_901_and_audited(harness: Harness, key: bytes, reason: str) -> None:
-    before = last_outbox_id()
+    before = counts()
     response = harness.post(key, request_id="bad-key")
     inner = envelope(response, 901, "Incorrect data found", 400)
     assert inner["errors"] == {"idempotency_key": [reason]}
     assert harness.fake.calls == 0
-    [event] = events_since(before)
+    [event] = new_outbox_events(before)
     assert (event.type, event.outcome_code, event.request_id) == (
         "license_key_meta.idempotency_refused", 901, "bad-key")
 
