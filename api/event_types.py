@@ -1,7 +1,9 @@
 """GET /api/v1/event-types: the event catalog (docs/event-types.md), public and cacheable.
 
 The catalog is fixed at build time, so the body and its ETag are computed once; it changes only with a
-deploy, hence a day of client caching and ``If-None-Match`` revalidation.
+deploy, hence a day of client caching and ``If-None-Match`` revalidation. It names the signature schemes and
+where an endpoint's ``v1a`` public key is published, never the keys themselves: keys are per endpoint, change
+at rotation, and an anonymous, day-cached document must not list which endpoints exist.
 """
 
 from __future__ import annotations
@@ -14,13 +16,23 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from domain.events.catalog import catalog_document
+from domain.webhooks.signatures import PUBLIC_KEY_PREFIX, SECRET_PREFIX, SignatureScheme
 
 router = APIRouter()
 
 PATH = "/api/v1/event-types"
 CACHE_CONTROL = "public, max-age=86400"
 
-_BODY = json.dumps(catalog_document(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+# Every signature covers f"{webhook-id}.{webhook-timestamp}.{body}" (Standard Webhooks); an endpoint uses one scheme.
+SIGNATURE_SCHEMES = [
+    {"id": SignatureScheme.V1.value, "algorithm": "HMAC-SHA256",
+     "key": f"the endpoint's {SECRET_PREFIX} secret, shown to its owner once (at creation and at each rotation)"},
+    {"id": SignatureScheme.V1A.value, "algorithm": "Ed25519",
+     "key": f"the endpoint's {PUBLIC_KEY_PREFIX} public key: `public_key` of GET /api/v1/webhook-endpoints/{{id}}, "
+            "`keymeta webhooks list`, and the endpoint's consumer portal"},
+]
+_BODY = json.dumps({**catalog_document(), "signature_schemes": SIGNATURE_SCHEMES}, separators=(",", ":"),
+                   ensure_ascii=False).encode("utf-8")
 _ETAG = '"' + hashlib.sha256(_BODY).hexdigest()[:32] + '"'
 _HEADERS = {"Cache-Control": CACHE_CONTROL, "ETag": _ETAG}
 
@@ -38,6 +50,15 @@ _CATALOG_SCHEMA: dict[str, Any] = {
             "description": {"type": "string"},
             "schema": {"type": "object", "description": "JSON Schema (draft 2020-12) of the whole webhook body"},
             "example": {"type": "object", "description": "a webhook body that validates against `schema`"},
+        },
+    }}, "signature_schemes": {"type": "array", "items": {
+        "type": "object",
+        "required": ["id", "algorithm", "key"],
+        "properties": {
+            "id": {"type": "string", "enum": [scheme.value for scheme in SignatureScheme],
+                   "description": "the prefix of a signature in `webhook-signature` (`v1,…`, `v1a,…`)"},
+            "algorithm": {"type": "string"},
+            "key": {"type": "string", "description": "what a consumer verifies with, and where it is published"},
         },
     }}},
 }

@@ -31,6 +31,7 @@ from domain.signing.master_key import load_master_key
 from domain.webhooks import endpoints, replay, ssrf, test_events
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, DELIVERY_STATUSES, MAX_IN_FLIGHT_LIMIT
+from domain.webhooks.signatures import SignatureScheme
 
 # Ids are BIGINT: anything outside 1..2^63-1 is a 422, never a database overflow.
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -119,6 +120,17 @@ class EndpointIn(BaseModel):
     enabled: bool = True
     max_in_flight: MaxInFlight = DEFAULT_MAX_IN_FLIGHT
     rate_limit: RateLimit | None = None
+    # v1: HMAC, the answer carries the whsec_ secret once; v1a: Ed25519, the view carries the whpk_ public key.
+    signature_scheme: SignatureScheme = SignatureScheme.V1
+
+
+def with_key(created: endpoints.WithSecret) -> dict[str, Any]:
+    """The endpoint's view, plus its new ``whsec_`` secret (shown once) for a v1 endpoint; a v1a endpoint's
+    ``whpk_`` public key is in the view already, and its private key is never shown."""
+    shown = endpoints.view(created.endpoint)
+    if created.endpoint.signature_scheme == SignatureScheme.V1:
+        shown["secret"] = created.secret
+    return shown
 
 
 class EndpointPatch(BaseModel):
@@ -158,8 +170,8 @@ async def create_endpoint(body: EndpointIn, request: Request, actor: AdminActor)
         created = endpoints.create_endpoint(session, url=body.url, event_types=body.event_types,
                                             master_key=master_key, allowed=allowed, actor=actor,
                                             enabled=body.enabled, max_in_flight=body.max_in_flight,
-                                            rate_limit=body.rate_limit)
-        return {**endpoints.view(created.endpoint), "secret": created.secret}
+                                            rate_limit=body.rate_limit, signature_scheme=body.signature_scheme)
+        return with_key(created)
 
     return await in_transaction(work)
 
@@ -201,7 +213,7 @@ async def rotate_secret(endpoint_id: RowId, request: Request, actor: AdminActor,
     def work(session: Any) -> dict[str, Any]:
         rotated = endpoints.rotate_secret(session, endpoint_id, master_key=master_key, overlap_seconds=overlap,
                                           actor=actor)
-        return {**endpoints.view(rotated.endpoint), "secret": rotated.secret}
+        return with_key(rotated)
 
     return await in_transaction(work)
 

@@ -1,4 +1,5 @@
-"""``keymeta webhooks``: endpoints (the ``whsec_`` secret is printed once), secret rotation, replay, log."""
+"""``keymeta webhooks``: endpoints (the ``whsec_`` secret is printed once; a v1a endpoint's ``whpk_`` public key
+whenever asked), key rotation, replay, log."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from domain.signing.master_key import MasterKeyError
 from domain.webhooks import endpoints, replay, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, DELIVERY_STATUSES, MAX_IN_FLIGHT_LIMIT
+from domain.webhooks.signatures import SignatureScheme
 
 QUEUED_NOTE = "queued; the delivery sweeper sends it within seconds (a running beat and webhooks worker needed)"
 
@@ -37,6 +39,16 @@ webhooks.add_command(webhook_test)
 
 MAX_IN_FLIGHT_HELP = f"Attempts at once per worker process (1–{MAX_IN_FLIGHT_LIMIT}; default {DEFAULT_MAX_IN_FLIGHT})."
 RATE_LIMIT_HELP = "Attempts per second at most (default: no limit)."
+SECRET_NOTE = "the secret is shown once; store it now"  # noqa: S105 - a sentence
+PUBLIC_KEY_NOTE = "verify v1a signatures with this public key; `keymeta webhooks list` shows it again"
+
+
+def _with_key(created: endpoints.WithSecret, secret_note: str) -> dict[str, Any]:
+    """The endpoint, plus its new whsec_ secret (v1, shown once); a v1a endpoint shows only its public key."""
+    shown = endpoints.view(created.endpoint)
+    if created.endpoint.signature_scheme == SignatureScheme.V1:
+        return {**shown, "secret": created.secret, "note": secret_note}
+    return {**shown, "note": PUBLIC_KEY_NOTE}
 
 
 @webhooks.command("create")
@@ -45,17 +57,20 @@ RATE_LIMIT_HELP = "Attempts per second at most (default: no limit)."
               help=f"Repeatable; default all. Known: {', '.join(sorted(WEBHOOK_EVENT_TYPES))}.")
 @click.option("--max-in-flight", type=int, default=None, help=MAX_IN_FLIGHT_HELP)
 @click.option("--rate-limit", type=float, default=None, help=RATE_LIMIT_HELP)
+@click.option("--signature-scheme", type=click.Choice([s.value for s in SignatureScheme]),
+              default=SignatureScheme.V1.value, show_default=True,
+              help="v1: HMAC with a whsec_ secret printed once; v1a: Ed25519, the consumer verifies with the "
+                   "whpk_ public key printed (the private key never leaves keymeta).")
 @json_option
 def webhooks_create(url: str, events: tuple[str, ...], max_in_flight: int | None,
-                    rate_limit: float | None) -> dict[str, Any]:
+                    rate_limit: float | None, signature_scheme: str) -> dict[str, Any]:
     master_key = master_key_or_fail()
     try:
         with unit_of_work() as session:
             created = endpoints.create_endpoint(session, url=url, event_types=list(events), master_key=master_key,
                                                 allowed=_allowed(), actor=CLI, max_in_flight=max_in_flight,
-                                                rate_limit=rate_limit)
-            return {**endpoints.view(created.endpoint), "secret": created.secret,
-                    "note": "the secret is shown once; store it now"}
+                                                rate_limit=rate_limit, signature_scheme=signature_scheme)
+            return _with_key(created, SECRET_NOTE)
     except endpoints.EndpointError as exc:
         raise CliError(str(exc)) from exc
 
@@ -124,9 +139,13 @@ def webhooks_rotate_secret(endpoint_id: int, overlap_seconds: float | None) -> d
             rotated = endpoints.rotate_secret(session, endpoint_id, master_key=master_key, overlap_seconds=overlap,
                                               actor=CLI)
             row = rotated.endpoint
-            return {"id": row.id, "secret": rotated.secret, "secret_version": row.secret_version,
-                    "previous_secret_expires_at": row.previous_secret_expires_at,
-                    "note": "the secret is shown once; both secrets sign until the previous one expires"}
+            shown: dict[str, Any] = {"id": row.id, "secret_version": row.secret_version,
+                                     "previous_secret_expires_at": row.previous_secret_expires_at}
+            if row.signature_scheme == SignatureScheme.V1:
+                return {**shown, "secret": rotated.secret,
+                        "note": "the secret is shown once; both secrets sign until the previous one expires"}
+            return {**shown, "public_key": row.public_key, "previous_public_key": row.previous_public_key,
+                    "note": "both keys sign until the previous one expires: give consumers the new public key"}
     except (endpoints.EndpointError, MasterKeyError) as exc:
         raise CliError(str(exc)) from exc
 

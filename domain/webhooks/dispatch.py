@@ -84,6 +84,14 @@ class Dispatcher:
         self._loop.create_task(self.connections.prune())
         self._loop.call_later(PRUNE_SECONDS, self._prune)
 
+    def close(self) -> None:
+        """Close the kept connections and stop the loop (from any thread but the loop's); for a dispatcher made
+        apart from the process's own, which lives as long as its process."""
+        self.run(self.connections.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
     def run(self, work: Coroutine[object, object, T]) -> T:
         """Run a coroutine on the loop and wait for its result (from any thread but the loop's)."""
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()

@@ -1,4 +1,7 @@
-"""Webhook endpoints: registration rules, sealed ``whsec_`` secrets, rotation with overlap, enable/disable.
+"""Webhook endpoints: registration rules, sealed signing keys, rotation with overlap, enable/disable.
+
+An endpoint signs with ``v1`` (a ``whsec_`` secret shared with its consumer) or ``v1a`` (a ``whsk_`` Ed25519
+private key that never leaves the service; its ``whpk_`` public key is published in the endpoint's view).
 
 Services only flush; the caller (CLI command, HTTP request) owns the transaction.
 """
@@ -23,7 +26,7 @@ from domain.signing.master_key import seal, unseal
 from domain.webhooks import audit_events, ssrf
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT, WebhookEndpoint
-from domain.webhooks.signatures import generate_secret
+from domain.webhooks.signatures import SignatureScheme, generate_key, public_key
 
 ALL_EVENTS = "*"
 MAX_RATE_LIMIT = 10_000.0  # attempts per second: above this a limit means nothing
@@ -128,12 +131,16 @@ def list_endpoints(session: Session) -> list[WebhookEndpoint]:
     return list(session.scalars(select(WebhookEndpoint).order_by(WebhookEndpoint.id)))
 
 
-def view(row: WebhookEndpoint) -> dict[str, Any]:
-    """What operators see (never the secret)."""
+def view(row: WebhookEndpoint, now: dt.datetime | None = None) -> dict[str, Any]:
+    """What operators see: never a secret or private key; the public keys of a v1a endpoint (the previous one
+    only while it still signs too)."""
+    expires = row.previous_secret_expires_at
+    previous_public_key = row.previous_public_key if expires is not None and expires > (now or utcnow()) else None
     return {"id": row.id, "url": row.url, "event_types": list(row.event_types), "enabled": row.enabled,
             "disabled_reason": row.disabled_reason, "disabled_at": row.disabled_at,
-            "failing_since": row.failing_since, "secret_version": row.secret_version,
-            "previous_secret_expires_at": row.previous_secret_expires_at,
+            "failing_since": row.failing_since, "signature_scheme": row.signature_scheme,
+            "public_key": row.public_key, "previous_public_key": previous_public_key,
+            "secret_version": row.secret_version, "previous_secret_expires_at": row.previous_secret_expires_at,
             "max_in_flight": row.max_in_flight, "rate_limit": row.rate_limit,
             "created_at": row.created_at, "updated_at": row.updated_at}
 
@@ -154,31 +161,58 @@ def _flush_unique(session: Session, print_: str) -> None:
 
 @dataclass(frozen=True)
 class WithSecret:
+    """An endpoint and what its consumer verifies with: the ``whsec_`` secret (v1, shown once) or the ``whpk_``
+    public key (v1a; the private key is never shown)."""
+
     endpoint: WebhookEndpoint
-    secret: str  # shown once
+    secret: str
+
+
+def _seal_new_key(row: WebhookEndpoint, master_key: bytes) -> str:
+    """A new key of the endpoint's scheme, sealed as its ``secret_version``; what the consumer verifies with."""
+    key = generate_key(row.signature_scheme)
+    row.secret_encrypted = seal(master_key, key.encode(), secret_context(row.id, row.secret_version))
+    if row.signature_scheme == SignatureScheme.V1A:
+        row.public_key = public_key(key)
+        return row.public_key
+    return key
+
+
+def parse_scheme(value: str | None) -> SignatureScheme:
+    if value is None:
+        return SignatureScheme.V1
+    try:
+        return SignatureScheme(value)
+    except ValueError as exc:
+        known = ", ".join(SignatureScheme)
+        raise EndpointError(f"unknown signature scheme {value!r} (known: {known})") from exc
 
 
 def create_endpoint(session: Session, *, url: str, event_types: list[str] | None, master_key: bytes,
                     allowed: tuple[ssrf.Network, ...], actor: Actor, enabled: bool = True,
-                    max_in_flight: int | None = None, rate_limit: float | None = None) -> WithSecret:
+                    max_in_flight: int | None = None, rate_limit: float | None = None,
+                    signature_scheme: SignatureScheme | str | None = None) -> WithSecret:
+    scheme = parse_scheme(signature_scheme)
     clean_url = validate_url(url, allowed)
     types = normalize_event_types(event_types)
     check_share(max_in_flight, rate_limit)
     print_ = fingerprint(clean_url, types)
     _check_unique(session, print_)
     now = utcnow()
+    # A v1a row needs its public key before the first flush (check constraint); the real one follows the id.
     row = WebhookEndpoint(url=clean_url, event_types=types, fingerprint=print_, enabled=enabled,
+                          signature_scheme=scheme, public_key="" if scheme is SignatureScheme.V1A else None,
                           secret_version=1, secret_encrypted=b"", created_at=now, updated_at=now,
                           max_in_flight=max_in_flight or DEFAULT_MAX_IN_FLIGHT, rate_limit=rate_limit)
     session.add(row)
     _flush_unique(session, print_)
-    secret = generate_secret()
-    row.secret_encrypted = seal(master_key, secret.encode(), secret_context(row.id, 1))
+    shown = _seal_new_key(row, master_key)
     session.flush()
     audit_events.record(session, audit_events.ENDPOINT_CREATED, actor, row.id,
                         {"url": clean_url, "event_types": types, "enabled": enabled,
-                         "max_in_flight": row.max_in_flight, "rate_limit": rate_limit})
-    return WithSecret(row, secret)
+                         "max_in_flight": row.max_in_flight, "rate_limit": rate_limit,
+                         "signature_scheme": scheme.value, "public_key": row.public_key})
+    return WithSecret(row, shown)
 
 
 class Unchanged:
@@ -274,7 +308,8 @@ def delete_endpoint(session: Session, endpoint_id: int, actor: Actor) -> None:
 
 def rotate_secret(session: Session, endpoint_id: int, *, master_key: bytes, overlap_seconds: float,
                   actor: Actor, now: dt.datetime | None = None) -> WithSecret:
-    """A new secret signs at once; the old one keeps signing alongside it for ``overlap_seconds``."""
+    """A new key of the endpoint's scheme signs at once; the old one keeps signing alongside it for
+    ``overlap_seconds`` (a v1a endpoint publishes both public keys meanwhile)."""
     if overlap_seconds < 0:
         raise EndpointError("the overlap must be 0 seconds or more")
     now = now or utcnow()
@@ -285,17 +320,19 @@ def rotate_secret(session: Session, endpoint_id: int, *, master_key: bytes, over
         # The previous secret is re-sealed under its own version's context for the overlap window.
         row.previous_secret_encrypted = seal(master_key, old_secret, secret_context(row.id, old_version))
         row.previous_secret_expires_at = now + dt.timedelta(seconds=overlap_seconds)
+        row.previous_public_key = row.public_key
     else:
         row.previous_secret_encrypted = None
         row.previous_secret_expires_at = None
-    secret = generate_secret()
+        row.previous_public_key = None
     row.secret_version = old_version + 1
-    row.secret_encrypted = seal(master_key, secret.encode(), secret_context(row.id, row.secret_version))
+    shown = _seal_new_key(row, master_key)
     row.updated_at = now
     session.flush()
     audit_events.record(session, audit_events.ENDPOINT_SECRET_ROTATED, actor, row.id,
-                        {"secret_version": row.secret_version, "overlap_seconds": overlap_seconds})
-    return WithSecret(row, secret)
+                        {"secret_version": row.secret_version, "overlap_seconds": overlap_seconds,
+                         "public_key": row.public_key})
+    return WithSecret(row, shown)
 
 
 def signing_secrets(row: WebhookEndpoint, master_key: bytes, now: dt.datetime) -> list[str]:

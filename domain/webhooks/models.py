@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from domain.platform.models import Base, EnumString, UTCDateTime, utcnow
+from domain.webhooks.signatures import SignatureScheme
 from domain.webhooks.states import AttemptOutcome, DeliveryStatus
 
 DEFAULT_MAX_IN_FLIGHT = 8  # an endpoint's attempts at once per worker process, unless set otherwise
@@ -34,6 +35,10 @@ class WebhookEndpoint(Base):
         CheckConstraint(f"max_in_flight BETWEEN 1 AND {MAX_IN_FLIGHT_LIMIT}",
                         name="ck_webhook_endpoints_max_in_flight"),
         CheckConstraint("rate_limit IS NULL OR rate_limit > 0", name="ck_webhook_endpoints_rate_limit"),
+        # A v1a endpoint always publishes its public key; a v1 endpoint has none.
+        CheckConstraint("(signature_scheme = 'v1' AND public_key IS NULL AND previous_public_key IS NULL)"
+                        " OR (signature_scheme = 'v1a' AND public_key IS NOT NULL)",
+                        name="ck_webhook_endpoints_signature_scheme"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -47,7 +52,13 @@ class WebhookEndpoint(Base):
     disabled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # First failure of the current unbroken run of failures; NULL after any success.
     failing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    # AES-GCM under the master key, context f"webhook:{id}:{version}".
+    # v1: HMAC with a shared whsec_ secret; v1a: Ed25519, the consumer holding only the whpk_ public key.
+    signature_scheme: Mapped[SignatureScheme] = mapped_column(
+        EnumString(SignatureScheme, 8), default=SignatureScheme.V1, server_default=SignatureScheme.V1.value)
+    # The endpoint's signing key (whsec_ secret, or whsk_ private key for v1a), AES-GCM under the master key,
+    # context f"webhook:{id}:{version}". Public keys are public: stored in clear, so views need no master key.
+    public_key: Mapped[str | None] = mapped_column(String(64))  # whpk_ of the current key (v1a)
+    previous_public_key: Mapped[str | None] = mapped_column(String(64))  # whpk_ of the previous key, while it signs
     secret_version: Mapped[int] = mapped_column(Integer, default=1)
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     previous_secret_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -24,6 +24,12 @@ def test_lists_every_subscribable_type_with_description_schema_and_example(clien
         assert entry["example"]["type"] == entry["name"]
 
 
+def test_names_the_signature_schemes_and_where_v1a_public_keys_are_published(client: TestClient) -> None:
+    schemes = {entry["id"]: entry for entry in client.get(PATH).json()["signature_schemes"]}
+    assert set(schemes) == {"v1", "v1a"} and schemes["v1a"]["algorithm"] == "Ed25519"
+    assert "whpk_" in schemes["v1a"]["key"] and "/api/v1/webhook-endpoints/{id}" in schemes["v1a"]["key"]
+
+
 def test_needs_no_api_key_and_is_cacheable(client: TestClient) -> None:
     response = client.get(PATH)
     assert response.status_code == 200

@@ -14,6 +14,7 @@ from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
 from domain.webhooks import audit_events, jobs
 from tests.conftest import CLIENT_IP, World
+from tests.domain.webhooks import v1a_consumer
 from tests.webhook_sink import Reply, Sink
 from tests.webhook_support import meta_events, outbox_events
 
@@ -93,6 +94,25 @@ def test_crud(admin: tuple[TestClient, int], sink: Sink) -> None:
         [event] = outbox_events(action, endpoint_id)
         assert event.payload["actor"] == "api" and event.payload["api_key_id"] == key_id
         assert event.payload["source_ip"] == CLIENT_IP and event.request_id
+
+
+def test_a_v1a_endpoint_publishes_its_public_key_and_never_a_secret(admin: tuple[TestClient, int], world: World,
+                                                                     sink: Sink) -> None:
+    client, _ = admin
+    created = create(client, sink.on("/v1a", Reply(200)), signature_scheme="v1a")
+    assert created["signature_scheme"] == "v1a" and created["public_key"].startswith("whpk_")
+    assert "secret" not in created
+    fetched = client.get(f"{BASE}/{created['id']}").json()
+    assert fetched["public_key"] == created["public_key"] and fetched["previous_public_key"] is None
+    jobs.deliver(jobs.fan_out_events(meta_events(world)))
+    [request] = sink.at("/v1a")
+    v1a_consumer.verify(fetched["public_key"], request.body, request.headers,
+                        now=int(request.headers["webhook-timestamp"]))
+    rotated = client.post(f"{BASE}/{created['id']}/rotate-secret", json={"overlap_seconds": 60}).json()
+    assert "secret" not in rotated and rotated["previous_public_key"] == created["public_key"]
+    assert rotated["public_key"] != created["public_key"]
+    assert create(client, sink.url("/v1"))["signature_scheme"] == "v1"  # the default
+    assert client.post(BASE, json={"url": sink.url("/v2"), "signature_scheme": "v2"}).status_code == 422
 
 
 @pytest.mark.parametrize(("body", "status", "fragment"), [

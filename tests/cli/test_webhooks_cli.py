@@ -16,6 +16,7 @@ from domain.platform.settings import Settings
 from domain.webhooks import audit_events, jobs
 from domain.webhooks.models import WebhookEndpoint
 from tests.conftest import World
+from tests.domain.webhooks import v1a_consumer
 from tests.webhook_sink import Reply, Sink
 from tests.webhook_support import deliveries, meta_events, outbox_events
 
@@ -108,6 +109,24 @@ def test_rotate_secret_both_secrets_verify(settings: Settings, world: World, sin
     Webhook(again["secret"]).verify(latest.body, latest.headers)
     with pytest.raises(Exception, match="No matching signature"):
         Webhook(rotated["secret"]).verify(latest.body, latest.headers)
+
+
+def test_create_v1a_prints_the_public_key_a_delivery_verifies_with(settings: Settings, world: World,
+                                                                    sink: Sink) -> None:
+    created = ok_json("create", "--url", sink.on("/v1a", Reply(200)), "--signature-scheme", "v1a")
+    assert created["signature_scheme"] == "v1a" and created["public_key"].startswith("whpk_")
+    assert "secret" not in created
+    assert ok_json("list")["endpoints"][0]["public_key"] == created["public_key"]  # published, not shown once
+    jobs.deliver(jobs.fan_out_events(meta_events(world)))
+    [request] = sink.at("/v1a")
+    v1a_consumer.verify(created["public_key"], request.body, request.headers,
+                        now=int(request.headers["webhook-timestamp"]))
+
+    rotated = ok_json("rotate-secret", str(created["id"]))
+    assert rotated["public_key"] != created["public_key"] and rotated["previous_public_key"] == created["public_key"]
+    assert "secret" not in rotated and "whsk_" not in run("list").output
+    assert "invalid value for '--signature-scheme'" in run("create", "--url", sink.url("/x"),
+                                                           "--signature-scheme", "v2").output.lower()
 
 
 def test_replay_by_delivery_and_since(settings: Settings, world: World, sink: Sink) -> None:
