@@ -14,7 +14,7 @@ afterwards on the request's connection.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,17 +40,17 @@ from domain.license_meta.codes import AnyCode, Code, ExtensionCode, Operation
 from domain.license_meta.rules import (
     CAP_ERRORS_REASON,
     STEP_CODES,
-    fields_complete,
     fields_decision,
     license_decision,
 )
 from domain.license_meta.store import (
     MetaWriteRequest,
     MetaWriteResult,
-    delete_meta,
+    delete_many,
     lookup_and_write_many,
-    read_meta,
-    update_meta,
+    read_many,
+    row_of,
+    update_many,
 )
 from domain.platform.database import is_connection_failure
 from domain.platform.logs import get_logger
@@ -132,6 +132,9 @@ class _RequestConnection:
             await conn.close()
 
 
+Batch = Callable[[AsyncConnection, Sequence[MetaWriteRequest]], Awaitable[list[MetaWriteResult]]]
+
+
 class MetaService:
     def __init__(self, engine: AsyncEngine, cache_ttl_seconds: float, *, max_keys_per_license: int,
                  max_write_batches: int = 4) -> None:
@@ -139,12 +142,27 @@ class MetaService:
         self.max_keys_per_license = max_keys_per_license
         self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
         self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
-        self.write_batcher: WriteBatcher[MetaWriteRequest, MetaWriteResult] = WriteBatcher(
-            self._write_batch, max_in_flight=max_write_batches, fails_all=is_connection_failure)
+        # Creates are most of the traffic; the other operations share statements among themselves too.
+        others = max(1, max_write_batches // 2)
+        self.write_batchers: dict[Operation, WriteBatcher[MetaWriteRequest, MetaWriteResult]] = {
+            Operation.CREATE: self._batcher(self._create_batch, max_write_batches),
+            Operation.UPDATE: self._batcher(update_many, others, conflict_key=row_of),
+            Operation.DELETE: self._batcher(delete_many, others, conflict_key=row_of),
+            Operation.GET: self._batcher(read_many, others),
+        }
 
-    async def _write_batch(self, requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
-        async with self.engine.connect() as conn:  # autocommit: the statement is the transaction
-            return await lookup_and_write_many(conn, requests, max_keys=self.max_keys_per_license)
+    def _batcher(self, run: Batch, max_in_flight: int,
+                 conflict_key: Callable[[MetaWriteRequest], Hashable] | None = None,
+                 ) -> WriteBatcher[MetaWriteRequest, MetaWriteResult]:
+        async def execute(requests: Sequence[MetaWriteRequest]) -> list[MetaWriteResult]:
+            async with self.engine.connect() as conn:  # autocommit: the statement is the transaction
+                return await run(conn, requests)
+        return WriteBatcher(execute, max_in_flight=max_in_flight, fails_all=is_connection_failure,
+                            conflict_key=conflict_key)
+
+    async def _create_batch(self, conn: AsyncConnection, requests: Sequence[MetaWriteRequest]
+                            ) -> list[MetaWriteResult]:
+        return await lookup_and_write_many(conn, requests, max_keys=self.max_keys_per_license)
 
     async def handle(self, request: MetaRequest) -> MetaResult:
         now = utcnow()
@@ -191,18 +209,8 @@ class MetaService:
         statement = MetaWriteRequest(
             license_key=request.license_key, identifier=request.identifier, key=request.key,
             value=request.value, payload=dict(context), request_id=request.request_id, now=now)
-        operation = request.operation
-        if operation is Operation.CREATE:
-            await db.release()  # the write batch brings its own connection
-            done = await self.write_batcher.submit(statement)
-        elif operation is Operation.UPDATE:
-            done = await update_meta(await db.get(), statement,
-                                     complete=fields_complete(operation, request.key, request.value))
-        elif operation is Operation.DELETE:
-            done = await delete_meta(await db.get(), statement,
-                                     complete=fields_complete(operation, request.key, request.value))
-        else:
-            done = await read_meta(await db.get(), statement)
+        await db.release()  # the write batch brings its own connection
+        done = await self.write_batchers[request.operation].submit(statement)
         return await self._decide(db, request, context, done, now)
 
     async def _admit(self, db: _RequestConnection, request: MetaRequest, key_record: ApiKeyRecord | None,

@@ -7,13 +7,16 @@ and each row costs the database and this process a fraction of a statement of it
 A batch that fails is retried one write at a time, so one bad row cannot fail its neighbours; a failure that
 would fail every write alike (``fails_all``: the database is unreachable) is handed to all of them at once
 instead, so an outage costs one attempt per batch, not one per write.
+
+Writes that one statement cannot apply twice (two updates of one row) name a ``conflict_key``: a batch takes at
+most one write per key, and the others wait, in order, for the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
@@ -22,11 +25,13 @@ Result = TypeVar("Result")
 
 class WriteBatcher(Generic[Item, Result]):
     def __init__(self, execute: Callable[[Sequence[Item]], Awaitable[list[Result]]], max_in_flight: int,
-                 max_batch: int = 64, fails_all: Callable[[Exception], bool] = lambda exc: False) -> None:
+                 max_batch: int = 64, fails_all: Callable[[Exception], bool] = lambda exc: False,
+                 conflict_key: Callable[[Item], Hashable] | None = None) -> None:
         if max_in_flight < 1 or max_batch < 1:
             raise ValueError("max_in_flight and max_batch must be at least 1")
         self._execute = execute
         self._fails_all = fails_all
+        self._conflict_key = conflict_key
         self._max_in_flight = max_in_flight
         self._max_batch = max_batch
         self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
@@ -42,10 +47,24 @@ class WriteBatcher(Generic[Item, Result]):
 
     def _start_batches(self) -> None:
         while self._waiting and len(self._running) < self._max_in_flight:
-            batch = [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
+            batch = self._next_batch()
             task = asyncio.get_running_loop().create_task(self._run(batch))
             self._running.add(task)
             task.add_done_callback(self._finished)
+
+    def _next_batch(self) -> list[tuple[Item, asyncio.Future[Result]]]:
+        if self._conflict_key is None:
+            return [self._waiting.popleft() for _ in range(min(self._max_batch, len(self._waiting)))]
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
+        later: list[tuple[Item, asyncio.Future[Result]]] = []
+        keys: set[Hashable] = set()
+        while self._waiting and len(batch) < self._max_batch:
+            entry = self._waiting.popleft()
+            key = self._conflict_key(entry[0])
+            (later if key in keys else batch).append(entry)
+            keys.add(key)
+        self._waiting.extendleft(reversed(later))
+        return batch
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._running.discard(task)

@@ -70,6 +70,20 @@ def test_a_batch_holds_at_most_max_batch_writes() -> None:
     asyncio.run(scenario())
 
 
+def test_a_batch_takes_one_write_per_conflict_key_and_the_others_keep_their_order() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = WriteBatcher(recorder.execute, max_in_flight=1, conflict_key=lambda item: item % 3)
+        tasks = [asyncio.create_task(batcher.submit(i)) for i in (0, 1, 4, 7, 2, 5, 3)]
+        await _settle_loop()
+        recorder.release.set()
+        assert await asyncio.gather(*tasks) == [0, 10, 40, 70, 20, 50, 30]
+        # Keys: 1, 4 and 7 share key 1; 2 and 5 share key 2; 3 shares key 0 with the first batch's 0.
+        assert recorder.batches == [[0], [1, 2, 3], [4, 5], [7]]
+
+    asyncio.run(scenario())
+
+
 def test_a_failed_batch_is_retried_one_write_at_a_time_so_only_the_bad_write_fails() -> None:
     async def scenario() -> None:
         recorder = Recorder(bad=frozenset({3}))
