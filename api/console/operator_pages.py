@@ -25,6 +25,7 @@ from domain.events.outbox import WEBHOOK_EVENT_TYPES
 from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.webhooks import audit_events, endpoints, replay, ssrf, test_events
+from domain.webhooks.signatures import SignatureScheme
 from domain.webhooks.states import DeliveryStatus
 
 RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -114,7 +115,8 @@ async def overview(request: Request, who: SignedIn) -> Response:
 # --- webhook endpoints -----------------------------------------------------------------------------------
 
 def _endpoint_form(**values: Any) -> dict[str, Any]:
-    return {"event_types": sorted(WEBHOOK_EVENT_TYPES), "form": {"url": "", "events": [], **values}}
+    return {"event_types": sorted(WEBHOOK_EVENT_TYPES), "signature_schemes": list(SignatureScheme),
+            "form": {"url": "", "events": [], "scheme": SignatureScheme.V1.value, **values}}
 
 
 @router.get("/endpoints")
@@ -128,23 +130,24 @@ async def endpoint_create(request: Request, who: SignedIn) -> Response:
     form = await guard.checked_form(request, who)
     url = str(form.get("url") or "")
     events = [str(e) for e in form.getlist("events")]
+    scheme = str(form.get("scheme") or SignatureScheme.V1.value)
     key, allowed = master_key(request), _allowed(request)
     try:
-        created = await in_transaction(lambda s: _created(s, url, events, key, allowed, who))
+        created = await in_transaction(lambda s: _created(s, url, events, scheme, key, allowed, who))
     except PageError as exc:
         if exc.status != 422:
             raise
         rows = await in_transaction(lambda s: [endpoints.view(r) for r in endpoints.list_endpoints(s)])
         return page(request, who, "endpoints.html", 422, endpoints=rows, error=exc.message,
-                     **_endpoint_form(url=url, events=events))
+                     **_endpoint_form(url=url, events=events, scheme=scheme))
     # The secret appears in this one answer only (no-store); no page ever renders it again.
     return page(request, who, "secret.html", endpoint=created[0], secret=created[1], rotated=False)
 
 
-def _created(session: Any, url: str, events: list[str], key: bytes, allowed: tuple[ssrf.Network, ...],
-             who: guard.Operator) -> tuple[dict[str, Any], str]:
+def _created(session: Any, url: str, events: list[str], scheme: str, key: bytes,
+             allowed: tuple[ssrf.Network, ...], who: guard.Operator) -> tuple[dict[str, Any], str]:
     made = endpoints.create_endpoint(session, url=url, event_types=events, master_key=key, allowed=allowed,
-                                     actor=who.actor)
+                                     actor=who.actor, signature_scheme=scheme)
     return endpoints.view(made.endpoint), made.secret
 
 

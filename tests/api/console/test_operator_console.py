@@ -127,6 +127,26 @@ def csrf_free_secret(html: str) -> str:
     return html.split(marker, 1)[1].split('"', 1)[0]
 
 
+def test_an_endpoint_added_with_v1a_shows_its_public_key_and_keeps_the_private_key(signed_in: TestClient) -> None:
+    page = signed_in.get("/console/endpoints")
+    assert 'name="scheme" value="v1" checked' in page.text
+    response = signed_in.post("/console/endpoints", data={"url": SINK_URL, "csrf": csrf_of(page.text),
+                                                          "scheme": "v1a"})
+    assert response.status_code == 200
+    [endpoint] = _endpoints()
+    public_key = csrf_free_secret(response.text)
+    assert public_key.startswith("whpk_") and endpoint.signature_scheme == "v1a"
+    assert public_key in signed_in.get(f"/console/endpoints/{endpoint.id}").text
+
+
+def test_an_unknown_signature_scheme_is_refused_on_the_form(signed_in: TestClient) -> None:
+    page = signed_in.get("/console/endpoints")
+    response = signed_in.post("/console/endpoints", data={"url": SINK_URL, "csrf": csrf_of(page.text),
+                                                          "scheme": "v2"})
+    assert response.status_code == 422
+    assert "unknown signature scheme" in response.text and _endpoints() == []
+
+
 def test_refused_endpoint_url_is_explained_on_the_form(signed_in: TestClient) -> None:
     page = signed_in.get("/console/endpoints")
     response = signed_in.post("/console/endpoints", data={"url": "ftp://example.com/x", "csrf": csrf_of(page.text)})
