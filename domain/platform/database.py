@@ -11,6 +11,7 @@ import asyncpg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,11 +19,12 @@ from domain.platform import embedded_postgres
 from domain.platform.settings import Settings, get_settings, is_postgres_url
 
 # What "the database cannot be reached" raises: the driver's error, or a plain OSError for a refused connection (a
-# connect timeout is a TimeoutError, an OSError too); a pooled connection the server ended (restart, termination)
-# fails with an InterfaceError, through SQLAlchemy or on the driver directly (the prepared-statement path).
+# connect or statement timeout is a TimeoutError, an OSError too); a pooled connection the server ended (restart,
+# termination) fails with an InterfaceError, through SQLAlchemy or on the driver directly (the prepared-statement
+# path); no pooled connection coming free in time is the pool's TimeoutError.
 CONNECTION_FAILURES = (OperationalError, OSError, InterfaceError, asyncpg.InterfaceError,
                        asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-                       asyncpg.CannotConnectNowError)
+                       asyncpg.CannotConnectNowError, PoolTimeout)
 
 SYNC_DRIVER = "postgresql+psycopg"
 ASYNC_DRIVER = "postgresql+asyncpg"
@@ -64,10 +66,13 @@ def make_async_engine(settings: Settings | None = None) -> AsyncEngine:
     # No pre-ping: it is a round trip (and an event-loop suspension) on every request. A connection that
     # died is invalidated by the error it raises (that request gets a 503) and recycled after 30 minutes.
     # A bounded connect: asyncpg would wait 60 s for a server that does not answer; the request gets its 503 now.
+    # Bounded statements and pool waits: a server gone silent on an open connection would hold them for good.
     return create_async_engine(async_url(database_url(settings)), pool_size=settings.api_db_pool_size,
                                max_overflow=0, pool_pre_ping=False, pool_recycle=1800,
+                               pool_timeout=settings.database_statement_timeout_seconds,
                                isolation_level="AUTOCOMMIT",
-                               connect_args={"timeout": settings.database_connect_timeout_seconds})
+                               connect_args={"timeout": settings.database_connect_timeout_seconds,
+                                             "command_timeout": settings.database_statement_timeout_seconds})
 
 
 @lru_cache(maxsize=1)
@@ -110,8 +115,9 @@ async def run_prepared(conn: AsyncConnection, method: str, sql: str, *params: An
     driver = raw.driver_connection
     try:
         return await getattr(driver, method)(sql, *params)
-    except Exception:
-        if driver is not None and driver.is_closed():
+    except Exception as exc:
+        # A statement that timed out leaves a connection whose server may never answer again.
+        if driver is not None and (driver.is_closed() or isinstance(exc, TimeoutError)):
             await conn.invalidate()
         raise
 

@@ -3,7 +3,8 @@ Retry-After, signed by the key the API holds in memory, and it comes at once: a 
 once, a server that accepts but never answers at the connect timeout.
 
 The API reaches the real database through a TCP proxy the tests cut (every connection dropped, new ones
-refused) or turn silent (connections accepted, never answered: an unreachable server as a client sees it).
+refused), turn silent (connections accepted, never answered: an unreachable server as a client sees it) or
+stall (open connections stay open and go silent: a server or network that stopped mid-conversation).
 """
 
 from __future__ import annotations
@@ -36,15 +37,38 @@ from tests.api.conftest import active_kid, public_keys, unique_ip
 from tests.conftest import World, configure, make_world
 from tests.processes import TcpProxy
 
-# Far above the connect timeout (0.5 s) and far below asyncpg's own default (60 s): an answer that needs this
-# long waited for the database instead of answering without it.
+# Far above the connect and statement timeouts (0.5 s, and 1 s here) and far below asyncpg's own default (60 s)
+# and TCP's: an answer that needs this long waited for the database instead of answering without it.
 ANSWER_BOUND_SECONDS = 15
+STATEMENT_TIMEOUT_SECONDS = "1"
 OPERATIONS = {
     "create": {"value": "v"},
     "update": {"value": "w"},
     "delete": {},
     "get": {},
 }
+
+
+class StallingProxy(TcpProxy):
+    """A TcpProxy whose connections, while ``stalled`` is set, swallow what they carry: both sides keep their
+    connection and hear nothing more."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.stalled = threading.Event()
+        super().__init__(target_host, target_port)
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
+        try:
+            while data := src.recv(65536):
+                if not self.stalled.is_set():
+                    dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 class SilentServer:
@@ -78,7 +102,7 @@ class SilentServer:
 @dataclass
 class Outage:
     client: TestClient
-    proxy: TcpProxy
+    proxy: StallingProxy
     world: World
     keys: dict[str, str]  # kid -> public PEM, read while the database answered
     global_kid: str
@@ -86,12 +110,18 @@ class Outage:
     down: bool = False
 
     def start(self, kind: str) -> None:
-        self.proxy.cut()
         self.down = True
+        if kind == "stalled":
+            self.proxy.stalled.set()
+            return
+        self.proxy.cut()
         if kind == "unreachable":
             self.silent = SilentServer(self.proxy.port)
 
     def end(self) -> None:
+        if self.proxy.stalled.is_set():  # the stalled connections lost bytes: they end, as a network failure would
+            self.proxy.stalled.clear()
+            self.proxy.cut()
         if self.silent is not None:
             self.silent.close()
             self.silent = None
@@ -101,9 +131,12 @@ class Outage:
 
     def post(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> httpx.Response:
         """The answer, or a failure when none came within ``ANSWER_BOUND_SECONDS``."""
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            future = pool.submit(self.client.post, path, data=data, headers=headers or {})
-            return future.result(timeout=ANSWER_BOUND_SECONDS)
+        pool = ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(self.client.post, path, data=data, headers=headers or {}).result(
+                timeout=ANSWER_BOUND_SECONDS)
+        finally:
+            pool.shutdown(wait=False)  # a hung request fails the test; the outage's end releases it
 
 
 @pytest.fixture
@@ -115,9 +148,10 @@ def outage(settings: Settings, database_url: str, master_key_text: str, tmp_path
     keys, global_kid = public_keys(), active_kid("global")
     assert global_kid is not None
     real = make_url(database_url)
-    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy = StallingProxy(real.host or "127.0.0.1", real.port or 5432)
     proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    proxied_settings = configure(monkeypatch, proxied, master_key_text, tmp_path / "var")
+    proxied_settings = configure(monkeypatch, proxied, master_key_text, tmp_path / "var",
+                                 KEYMETA_DATABASE_STATEMENT_TIMEOUT_SECONDS=STATEMENT_TIMEOUT_SECONDS)
     scene = Outage(TestClient(create_app(proxied_settings), client=(unique_ip(), 40000)), proxy, world, keys,
                    global_kid)
     try:
@@ -151,7 +185,7 @@ def assert_signed_unavailable(response: httpx.Response, outage: Outage) -> dict[
     return inner
 
 
-@pytest.mark.parametrize("kind", ["refused", "unreachable"])
+@pytest.mark.parametrize("kind", ["refused", "unreachable", "stalled"])
 def test_every_operation_answers_a_signed_503_while_the_database_is_gone(outage: Outage, kind: str) -> None:
     # Connections in the pool first, so that the outage also ends connections the API holds.
     assert outage.post("/api/v1/create-license-key-meta", form(outage.world, "create")).json()[
