@@ -6,7 +6,8 @@
 2. the mixed workload (creates, updates, gets, deletes, with Idempotency-Keys) vs the same ceiling
    (``python -m bench --workload mixed``),
 3. audit lag, webhook end-to-end latency and process RSS at a sustained rate (``python -m bench.pipeline``),
-4. webhook fan-out throughput vs a raw httpx POST loop (``python -m bench.webhooks``).
+4. webhook fan-out throughput vs a raw httpx POST loop (``python -m bench.webhooks``),
+5. webhook delivery with 1 and 2 worker processes (``python -m bench.webhooks --scale-out 1,2``).
 ``embedded``: keymeta's embedded PostgreSQL server (``KEYMETA_DATABASE_URL`` unset) under a fresh var dir of each
 part's own, and the filesystem broker; ``postgres-*``: scratch databases on the machine's PostgreSQL
 (``KEYMETA_BENCH_POSTGRES_URL``) and RabbitMQ or Redis. Each part prints its own report and stops what it
@@ -43,6 +44,8 @@ def commands(backend: str, quick: bool) -> list[list[str]]:
         [sys.executable, "-m", "bench.pipeline", "--backend", backend, "--duration", "5" if quick else "10"],
         [sys.executable, "-m", "bench.webhooks", "--endpoints", "10", "--repeat", "1" if quick else "3",
          *(["--postgres", admin_url] if postgres else [])],
+        [sys.executable, "-m", "bench.webhooks", "--scale-out", "1,2", "--events", "200",
+         "--repeat", "1" if quick else "3", *(["--postgres", admin_url] if postgres else [])],
     ]
 
 

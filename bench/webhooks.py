@@ -1,6 +1,7 @@
 """Webhook delivery throughput: keymeta's delivery path vs a raw httpx POST loop, same sink, same concurrency.
 
     python -m bench.webhooks [--endpoints 10] [--events 100] [--threads 16] [--postgres ADMIN_URL]
+    python -m bench.webhooks --scale-out 1,2 [--events 200]
 
 A uvicorn sink (a bare ASGI app answering 200) runs in a subprocess. keymeta is measured in-process through
 ``domain.webhooks.jobs`` as a ``webhooks.deliver`` task runs it: 200 ids per batch (the doorbell's message
@@ -10,6 +11,11 @@ same bodies with ``--threads`` threads, once with a keep-alive pool and once wit
 request. CPU is this process's (client side; the database server and the sink are not counted). The database is
 the embedded PostgreSQL server under a var dir of the run's own (stopped at the end), or with ``--postgres`` a
 scratch database on that server (dropped at the end).
+
+``--scale-out 1,2`` measures instead how delivery grows with worker processes: each round's deliveries are
+split into disjoint shares, as worker processes share a queue, and delivered by that many processes at once
+(each started and connected first, then released together); deliveries/s is all of them over the time until
+the last process is done, rounds interleaved.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
+import json
 import os
 import secrets
 import socket
@@ -110,15 +117,12 @@ def setup_endpoints(endpoints: int, port: int) -> int:
         return license_row.id
 
 
-def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, bytes]:
-    """New events, fanned out and delivered as the tasks do it: (fan-out rows/s, deliveries/s, deliveries, body)."""
-    from sqlalchemy import func, select
-
+def new_deliveries(license_key_id: int, events: int) -> tuple[float, list[int]]:
+    """New events, fanned out as the task does it: (fan-out rows/s, delivery ids)."""
     from domain.events.outbox import META_CREATED, add_event
     from domain.license_meta.models import LicenseKeyMeta
     from domain.platform.database import unit_of_work
     from domain.webhooks import jobs
-    from domain.webhooks.models import WebhookDelivery
 
     with unit_of_work() as session:
         event_ids = []
@@ -133,19 +137,87 @@ def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, 
     delivery_ids: list[int] = []
     for start in range(0, len(event_ids), 50):
         delivery_ids += jobs.fan_out_events(event_ids[start:start + 50])
-    fan_out_rate = len(delivery_ids) / (time.perf_counter() - started)
+    return len(delivery_ids) / (time.perf_counter() - started), delivery_ids
 
-    started, cpu = time.perf_counter(), time.process_time()
+
+def deliver(delivery_ids: list[int]) -> None:
+    from domain.webhooks import jobs
+
     for start in range(0, len(delivery_ids), 200):  # one webhooks.deliver message carries up to 200 ids
         jobs.deliver(delivery_ids[start:start + 200])
-    delivered, cpu = time.perf_counter() - started, time.process_time() - cpu
-    CPU_MS["keymeta CPU ms per delivery"].append(cpu * 1000 / max(len(delivery_ids), 1))
+
+
+def check_delivered(delivery_ids: list[int]) -> bytes:
+    """Every delivery succeeded; returns one body (what the raw loop sends)."""
+    from sqlalchemy import func, select
+
+    from domain.platform.database import unit_of_work
+    from domain.webhooks.models import WebhookDelivery
+
     with unit_of_work() as session:
         done = session.scalar(select(func.count()).select_from(WebhookDelivery)
                               .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "succeeded"))
         body = session.scalars(select(WebhookDelivery.body).limit(1)).one().encode()
     assert done == len(delivery_ids), (done, len(delivery_ids))
-    return fan_out_rate, len(delivery_ids) / delivered, len(delivery_ids), body
+    return body
+
+
+def keymeta_round(license_key_id: int, events: int) -> tuple[float, float, int, bytes]:
+    """New events, fanned out and delivered as the tasks do it: (fan-out rows/s, deliveries/s, deliveries, body)."""
+    fan_out_rate, delivery_ids = new_deliveries(license_key_id, events)
+    started, cpu = time.perf_counter(), time.process_time()
+    deliver(delivery_ids)
+    delivered, cpu = time.perf_counter() - started, time.process_time() - cpu
+    CPU_MS["keymeta CPU ms per delivery"].append(cpu * 1000 / max(len(delivery_ids), 1))
+    return fan_out_rate, len(delivery_ids) / delivered, len(delivery_ids), check_delivered(delivery_ids)
+
+
+def share_worker() -> None:
+    """A child process of ``--scale-out``: reads its delivery ids, connects, says ready, waits for "go",
+    delivers, prints its seconds."""
+    ids = json.loads(sys.stdin.readline())
+    from domain.platform.database import sync_engine
+    from domain.platform.logs import configure_logging
+    from domain.platform.settings import get_settings
+
+    configure_logging(get_settings())
+    with sync_engine().connect():
+        pass  # the pool's first connection opens before the clock starts
+    print("ready", flush=True)
+    sys.stdin.readline()
+    started = time.perf_counter()
+    deliver(ids)
+    print(time.perf_counter() - started, flush=True)
+
+
+def scale_out_round(license_key_id: int, events: int, processes: int) -> float:
+    """Deliveries/s of ``processes`` processes delivering disjoint shares of one round's deliveries at once."""
+    _, delivery_ids = new_deliveries(license_key_id, events)
+    children = [subprocess.Popen([sys.executable, "-c", "import bench.webhooks as w; w.share_worker()"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    try:
+        for n, child in enumerate(children):
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write(json.dumps(delivery_ids[n::processes]) + "\n")
+            child.stdin.flush()
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        started = time.perf_counter()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        for child in children:
+            assert child.stdout is not None
+            float(child.stdout.readline())  # the child is done
+        elapsed = time.perf_counter() - started
+    finally:
+        for child in children:
+            child.kill()
+            child.wait(10)
+    check_delivered(delivery_ids)
+    return len(delivery_ids) / elapsed
 
 
 def main() -> None:
@@ -156,7 +228,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--postgres", default="", help="admin URL: a scratch database is created and dropped "
                         "(default: the embedded PostgreSQL server of a var dir of its own, stopped afterwards)")
+    parser.add_argument("--scale-out", default="", metavar="N,M",
+                        help="compare deliveries/s of N, M, … worker processes instead (e.g. 1,2)")
     args = parser.parse_args()
+    scale_out = [int(n) for n in args.scale_out.split(",") if n.strip()] if args.scale_out else []
+    if any(n < 1 for n in scale_out):
+        parser.error("--scale-out takes process counts of 1 or more, e.g. 1,2")
 
     exit_on_sigterm()
     port = _free_port()
@@ -178,6 +255,9 @@ def main() -> None:
 
             configure_logging(get_settings())
             license_key_id = setup_endpoints(args.endpoints, port)
+            if scale_out:
+                print_scale_out(license_key_id, args, scale_out)
+                return
             rows: dict[str, list[float]] = {"fan-out rows/s": [], "keymeta deliveries/s": [],
                                             "raw httpx POST/s, new connection each": [],
                                             "raw httpx POST/s, keep-alive pool": []}
@@ -203,6 +283,20 @@ def main() -> None:
         sink.terminate()
         sink.wait(10)
         workdir.cleanup()
+
+
+def print_scale_out(license_key_id: int, args: argparse.Namespace, counts: list[int]) -> None:
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    for _ in range(args.repeat):  # interleaved, so background load hits every count alike
+        for n in counts:
+            rates[n].append(scale_out_round(license_key_id, args.events, n))
+    base = statistics.median(rates[counts[0]])
+    print(f"{args.endpoints * args.events} deliveries per round ({args.endpoints} endpoints × {args.events} events), "
+          f"{os.cpu_count()} CPUs, median of {args.repeat} (min–max)")
+    for n, values in rates.items():
+        median = statistics.median(values)
+        label = f"{n} worker process{'es' if n > 1 else ''}, deliveries/s"
+        print(f"  {label:<40}{median:8.0f}  ({min(values):.0f}–{max(values):.0f})   {median / base:.2f}×")
 
 
 if __name__ == "__main__":

@@ -296,21 +296,22 @@ def test_no_part_offers_or_uses_sqlite() -> None:
 
 
 def test_embedded_backend_runs_every_part_on_the_embedded_server() -> None:
-    bench, mixed, pipeline, webhooks = commands("embedded", quick=False)
+    bench, mixed, pipeline, webhooks, scale_out = commands("embedded", quick=False)
     assert bench[bench.index("--backend") + 1] == "embedded"
     assert mixed[mixed.index("--workload") + 1] == "mixed" and mixed[:len(bench)] == bench
     assert bench[bench.index("--broker") + 1] == "embedded"
     assert pipeline[pipeline.index("--backend") + 1] == "embedded"
-    assert "--postgres" not in webhooks
+    assert "--postgres" not in webhooks and "--postgres" not in scale_out
+    assert scale_out[scale_out.index("--scale-out") + 1] == "1,2"
 
 
 def test_postgres_backends_use_the_machine_server_and_broker() -> None:
-    bench, mixed, pipeline, webhooks = commands("postgres-redis", quick=False)
+    bench, mixed, pipeline, webhooks, scale_out = commands("postgres-redis", quick=False)
     assert bench[bench.index("--backend") + 1] == "postgres"
     assert mixed[mixed.index("--backend") + 1] == "postgres" and "mixed" in mixed
     assert bench[bench.index("--broker") + 1] == "redis"
     assert pipeline[pipeline.index("--backend") + 1] == "postgres-redis"
-    assert "--postgres" in webhooks
+    assert "--postgres" in webhooks and "--postgres" in scale_out
 
 
 def test_embedded_world_passes_no_database_url(tmp_path) -> None:
