@@ -113,6 +113,11 @@ async def _run(request: Request, reservation: Reservation, handle: Callable[[], 
     keys: IdempotencyKeys = request.app.state.idempotency
     try:
         response = await handle()
+    except TimeoutError:
+        # The database stopped answering: the write may have committed. The key stays in progress until its
+        # lease ends, so a retry meanwhile gets 409 rather than running the write a second time.
+        log.warning("idempotency.outcome_unknown", path=request.url.path)
+        raise
     except BaseException:
         with anyio.CancelScope(shield=True):  # a cancelled request must still free its key
             await _release_quietly(keys, reservation)

@@ -18,13 +18,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from domain.platform import embedded_postgres
 from domain.platform.settings import Settings, get_settings, is_postgres_url
 
-# What "the database cannot be reached" raises: the driver's error, or a plain OSError for a refused connection (a
-# connect or statement timeout is a TimeoutError, an OSError too); a pooled connection the server ended (restart,
-# termination) fails with an InterfaceError, through SQLAlchemy or on the driver directly (the prepared-statement
-# path); no pooled connection coming free in time is the pool's TimeoutError.
+# What "the database cannot serve this now" raises: the driver's error, or a plain OSError for a refused connection
+# (a connect timeout, or no answer to a statement, is a TimeoutError, an OSError too); a pooled connection the
+# server ended (restart, termination) fails with an InterfaceError, through SQLAlchemy or on the driver directly
+# (the prepared-statement path); a statement the server cancelled at its timeout is a QueryCanceledError; no
+# pooled connection coming free in time is the pool's TimeoutError.
 CONNECTION_FAILURES = (OperationalError, OSError, InterfaceError, asyncpg.InterfaceError,
                        asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-                       asyncpg.CannotConnectNowError, PoolTimeout)
+                       asyncpg.CannotConnectNowError, asyncpg.QueryCanceledError, PoolTimeout)
+# How much longer than the server's statement timeout the API waits for an answer before it takes the server for
+# silent: time for the server's own cancellation to arrive.
+SILENT_SERVER_GRACE_SECONDS = 1.0
 
 SYNC_DRIVER = "postgresql+psycopg"
 ASYNC_DRIVER = "postgresql+asyncpg"
@@ -66,13 +70,16 @@ def make_async_engine(settings: Settings | None = None) -> AsyncEngine:
     # No pre-ping: it is a round trip (and an event-loop suspension) on every request. A connection that
     # died is invalidated by the error it raises (that request gets a 503) and recycled after 30 minutes.
     # A bounded connect: asyncpg would wait 60 s for a server that does not answer; the request gets its 503 now.
-    # Bounded statements and pool waits: a server gone silent on an open connection would hold them for good.
+    # Bounded statements: the server cancels (and rolls back) one that runs too long, so nothing was decided;
+    # the client gives up a little later only on a server that stopped answering, whose outcome is unknown.
+    statement_timeout = settings.database_statement_timeout_seconds
+    server_settings = {"statement_timeout": f"{statement_timeout * 1000:.0f}"}  # milliseconds
     return create_async_engine(async_url(database_url(settings)), pool_size=settings.api_db_pool_size,
                                max_overflow=0, pool_pre_ping=False, pool_recycle=1800,
-                               pool_timeout=settings.database_statement_timeout_seconds,
-                               isolation_level="AUTOCOMMIT",
+                               pool_timeout=statement_timeout, isolation_level="AUTOCOMMIT",
                                connect_args={"timeout": settings.database_connect_timeout_seconds,
-                                             "command_timeout": settings.database_statement_timeout_seconds})
+                                             "command_timeout": statement_timeout + SILENT_SERVER_GRACE_SECONDS,
+                                             "server_settings": server_settings})
 
 
 @lru_cache(maxsize=1)

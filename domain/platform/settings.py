@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     # How long the API waits for a new database connection (TCP, TLS, authentication) before answering 503: a
     # server that does not answer must not hold a request longer than a refused connection does.
     database_connect_timeout_seconds: float = Field(default=0.5, gt=0, le=60)
-    # How long the API waits for one statement, or for a pooled connection to come free, before answering 503: a
-    # server that stops answering mid-connection must not hold requests (or the pool) until TCP gives up.
+    # How long one of the API's statements may run (the server cancels it), and how long a request waits for a
+    # pooled connection, before answering 503: neither a stuck statement nor a silent server may hold requests.
     database_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     broker_url: str = ""
     master_key: str = ""

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from starlette.requests import Request
 from starlette.testclient import TestClient
@@ -29,6 +30,7 @@ from starlette.testclient import TestClient
 from api.errors import plain_database_unavailable
 from api.signed_response import EnvelopeSigner
 from domain.license_meta.codes import META_CAPABILITIES
+from domain.platform.database import sync_url
 from domain.platform.settings import Settings
 from domain.signing.keys import SignerStore
 from domain.signing.master_key import load_master_key
@@ -208,6 +210,27 @@ def test_an_idempotent_request_answers_a_signed_503_and_may_be_retried(outage: O
     response = outage.post("/api/v1/create-license-key-meta", data, headers)
     assert response.json()["response"]["code"] == 453, response.text
     assert "idempotent-replayed" not in response.headers
+
+
+def test_a_statement_the_server_cancels_at_its_timeout_is_a_signed_503_that_decided_nothing(
+        outage: Outage, database_url: str) -> None:
+    world = outage.world
+    assert outage.post("/api/v1/create-license-key-meta", form(world, "create")).json()["response"]["code"] == 453
+    headers = {"Idempotency-Key": "waits-on-a-lock"}
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as holder:  # another transaction holds the row the update must lock
+            holder.execute(text("SELECT m.id FROM license_key_meta m JOIN license_keys l ON l.id = m.license_key_id "
+                                "WHERE l.key = :lk AND m.key = 'plan' FOR UPDATE"), {"lk": world.license_key})
+            assert_signed_unavailable(outage.post("/api/v1/update-license-key-meta", form(world, "update"), headers),
+                                      outage)
+            holder.rollback()
+    finally:
+        engine.dispose()
+    read = outage.post("/api/v1/get-license-key-meta", form(world, "get")).json()["response"]
+    assert [(m["value"], m["version"]) for m in read["meta"]] == [("v", 1)]  # the cancelled update left nothing
+    retry = outage.post("/api/v1/update-license-key-meta", form(world, "update"), headers)
+    assert retry.json()["response"]["code"] == 353 and "idempotent-replayed" not in retry.headers
 
 
 def test_answers_are_decided_again_once_the_database_is_back(outage: Outage) -> None:

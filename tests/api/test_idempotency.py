@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -93,6 +94,10 @@ def install(app: Any, fake: FakeMutation) -> None:
                 return await signer.respond(ExtensionCode.RATE_LIMITED, GLOBAL_SCOPE)
             if outcome == "unavailable":
                 return JSONResponse({"error": "database unavailable, retry shortly"}, status_code=503)
+            if outcome == "no_answer":  # the database stopped answering a statement it may have committed
+                raise TimeoutError("no answer from the database")
+            if outcome == "cancelled":  # the server cancelled (rolled back) a statement at its timeout
+                raise asyncpg.QueryCanceledError("canceling statement due to statement timeout")
             raise RuntimeError("the handler failed")
 
         return await idempotent(request, "test-mutate", values, handle, clock=fake.clock)
@@ -218,6 +223,21 @@ def test_server_failures_and_rate_limits_are_not_kept_so_a_retry_runs(harness: H
     envelope(retry, 453, "Metadata created", 200)
     assert harness.post().content == retry.content
     assert harness.fake.calls == 2
+
+
+def test_a_statement_the_server_cancelled_decided_nothing_so_a_retry_runs(harness: Harness) -> None:
+    harness.fake.plan = ["cancelled"]
+    assert harness.post().status_code == 503
+    envelope(harness.post(), 453, "Metadata created", 200)
+    assert harness.fake.calls == 2
+
+
+def test_a_statement_without_an_answer_keeps_its_key_so_a_retry_cannot_run_it_twice(harness: Harness) -> None:
+    harness.fake.plan = ["no_answer"]
+    assert harness.post().status_code == 503
+    retry = harness.post()
+    envelope(retry, 4090, "A request with this idempotency key is in progress", 409)
+    assert harness.fake.calls == 1
 
 
 def test_a_refusal_is_a_decided_answer_and_is_kept(harness: Harness) -> None:
