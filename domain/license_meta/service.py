@@ -142,7 +142,7 @@ class MetaService:
         self.max_keys_per_license = max_keys_per_license
         self._api_keys: TtlCache[ApiKeyRecord | None] = TtlCache(cache_ttl_seconds)
         self._blocklist: TtlCache[BlockList] = TtlCache(cache_ttl_seconds)
-        # Creates are most of the traffic; the other operations share statements among themselves too.
+        # Creates may have max_write_batches statements running at once; each other operation half as many.
         others = max(1, max_write_batches // 2)
         self.write_batchers: dict[Operation, WriteBatcher[MetaWriteRequest, MetaWriteResult]] = {
             Operation.CREATE: self._batcher(self._create_batch, max_write_batches),

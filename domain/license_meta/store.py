@@ -14,7 +14,7 @@ per-license cap, and the lock touches no row.
 
 Duplicates of one (license key, meta key) inside a create batch resolve as a race does: the earliest request
 wins, the others get 452. An update or delete batch holds at most one request per row (:func:`row_of`): the
-others wait for the next statement. A lone request uses its operation's single-request statement: a batch
+others go into a later statement. A lone request uses its operation's single-request statement: a batch
 statement is planned anew on every run, which costs more than one request saves.
 
 The ``ok`` CTE restates ``license_meta.rules.license_decision`` in SQL. Python still decides the code from the
@@ -268,7 +268,9 @@ SELECT {license_columns}, won.meta_id, ev.id AS event_id,
                  WHERE m.license_key_id = lic.id AND m.key = req.key) END AS key_exists,
        COALESCE(ranked.over_cap, false) AS over_cap
 FROM req LEFT JOIN lic USING (n) LEFT JOIN won USING (n) LEFT JOIN ev ON ev.subject_id = won.meta_id
-     LEFT JOIN ranked USING (n)
+     -- A duplicate shares its pair's fate: over the cap when the earliest request of its key was.
+     LEFT JOIN candidates earliest ON earliest.license_key_id = lic.id AND earliest.key = req.key
+     LEFT JOIN ranked ON ranked.n = earliest.n
 ORDER BY req.n
 """)
 

@@ -9,7 +9,8 @@ would fail every write alike (``fails_all``: the database is unreachable) is han
 instead, so an outage costs one attempt per batch, not one per write.
 
 Writes that one statement cannot apply twice (two updates of one row) name a ``conflict_key``: a batch takes at
-most one write per key, and the others wait, in order, for the next batch.
+most one write per key; the others stay waiting, in arrival order, for a later batch (which may run beside the
+first: the database orders the two, as it orders concurrent requests).
 """
 
 from __future__ import annotations

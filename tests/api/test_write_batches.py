@@ -174,7 +174,7 @@ def test_one_delete_statement_decides_each_request_as_its_own_statement_would(se
     results = _in_one_statement(settings, delete_many, [
         _request(good, "a"),                  # 0
         _request(good, "missing"),            # 1: refused (251)
-        _request(other, "a"),                 # 2: the same key name on another license
+        _request(other, "a", rid="rid-other-a"),  # 2: the same key name on another license
         _request(good, None),                 # 3: no key: nothing deleted
         _request(good, "b", license_key="LK-NO-SUCH-KEY"),  # 4: unknown license
     ])
@@ -183,7 +183,9 @@ def test_one_delete_statement_decides_each_request_as_its_own_statement_would(se
     assert [r.event_id is not None for r in results] == [True, False, True, False, False]
     events = {e.id: e for e in new_outbox_events(before)}
     assert {(e.type, e.subject_id, e.request_id, e.payload["data"]["version"]) for e in events.values()} == {
-        ("license_key_meta.deleted", ids["a"], "rid-a", 2), ("license_key_meta.deleted", other_ids["a"], "rid-a", 2)}
+        ("license_key_meta.deleted", ids["a"], "rid-a", 2),
+        ("license_key_meta.deleted", other_ids["a"], "rid-other-a", 2)}
+    assert events[results[0].event_id].request_id == "rid-a"
     assert events[results[2].event_id].payload["data"]["license_key"] == other.license_key
     assert [row.key for row in meta_rows(good.license_key)] == ["b"]
     assert meta_rows(other.license_key) == []
@@ -230,3 +232,14 @@ def test_a_burst_of_updates_of_different_keys_shares_statements(settings) -> Non
     assert items == BURST
     assert batches < BURST, "concurrent requests should have shared statements"
 
+
+
+def test_a_duplicate_in_a_create_batch_over_the_cap_is_over_the_cap_too(settings) -> None:
+    world = make_world()
+    _seed(settings, world, taken="1")
+
+    results = _in_one_statement(settings, lambda conn, batch: lookup_and_write_many(conn, batch, max_keys=1),
+                                [_request(world, "new", "a"), _request(world, "new", "b")])
+
+    assert [(r.meta_id, r.over_cap, r.key_exists) for r in results] == [(None, True, False), (None, True, False)]
+    assert [row.key for row in meta_rows(world.license_key)] == ["taken"]
