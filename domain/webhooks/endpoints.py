@@ -26,7 +26,7 @@ from domain.signing.master_key import seal, unseal
 from domain.webhooks import audit_events, ssrf
 from domain.webhooks.audit_events import Actor
 from domain.webhooks.models import DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT, WebhookEndpoint
-from domain.webhooks.signatures import SignatureScheme, generate_key, public_key
+from domain.webhooks.signatures import SecretError, SignatureScheme, generate_key, public_key, scheme_of
 
 ALL_EVENTS = "*"
 MAX_RATE_LIMIT = 10_000.0  # attempts per second: above this a limit means nothing
@@ -168,14 +168,18 @@ class WithSecret:
     secret: str
 
 
-def _seal_new_key(row: WebhookEndpoint, master_key: bytes) -> str:
-    """A new key of the endpoint's scheme, sealed as its ``secret_version``; what the consumer verifies with."""
+def _new_key(row: WebhookEndpoint) -> str:
+    """A new key of the endpoint's scheme, its public key (v1a) already on the row."""
     key = generate_key(row.signature_scheme)
-    row.secret_encrypted = seal(master_key, key.encode(), secret_context(row.id, row.secret_version))
-    if row.signature_scheme == SignatureScheme.V1A:
-        row.public_key = public_key(key)
-        return row.public_key
+    row.public_key = public_key(key) if row.signature_scheme == SignatureScheme.V1A else None
     return key
+
+
+def _seal(row: WebhookEndpoint, key: str, master_key: bytes) -> str:
+    """Seal ``key`` as the row's ``secret_version`` (the context needs the row's id); returns what the consumer
+    verifies with: the secret itself (v1) or the public key (v1a)."""
+    row.secret_encrypted = seal(master_key, key.encode(), secret_context(row.id, row.secret_version))
+    return row.public_key or key
 
 
 def parse_scheme(value: str | None) -> SignatureScheme:
@@ -199,14 +203,13 @@ def create_endpoint(session: Session, *, url: str, event_types: list[str] | None
     print_ = fingerprint(clean_url, types)
     _check_unique(session, print_)
     now = utcnow()
-    # A v1a row needs its public key before the first flush (check constraint); the real one follows the id.
     row = WebhookEndpoint(url=clean_url, event_types=types, fingerprint=print_, enabled=enabled,
-                          signature_scheme=scheme, public_key="" if scheme is SignatureScheme.V1A else None,
-                          secret_version=1, secret_encrypted=b"", created_at=now, updated_at=now,
-                          max_in_flight=max_in_flight or DEFAULT_MAX_IN_FLIGHT, rate_limit=rate_limit)
+                          signature_scheme=scheme, secret_version=1, secret_encrypted=b"", created_at=now,
+                          updated_at=now, max_in_flight=max_in_flight or DEFAULT_MAX_IN_FLIGHT, rate_limit=rate_limit)
+    key = _new_key(row)
     session.add(row)
     _flush_unique(session, print_)
-    shown = _seal_new_key(row, master_key)
+    shown = _seal(row, key, master_key)
     session.flush()
     audit_events.record(session, audit_events.ENDPOINT_CREATED, actor, row.id,
                         {"url": clean_url, "event_types": types, "enabled": enabled,
@@ -326,7 +329,7 @@ def rotate_secret(session: Session, endpoint_id: int, *, master_key: bytes, over
         row.previous_secret_expires_at = None
         row.previous_public_key = None
     row.secret_version = old_version + 1
-    shown = _seal_new_key(row, master_key)
+    shown = _seal(row, _new_key(row), master_key)
     row.updated_at = now
     session.flush()
     audit_events.record(session, audit_events.ENDPOINT_SECRET_ROTATED, actor, row.id,
@@ -336,10 +339,13 @@ def rotate_secret(session: Session, endpoint_id: int, *, master_key: bytes, over
 
 
 def signing_secrets(row: WebhookEndpoint, master_key: bytes, now: dt.datetime) -> list[str]:
-    """The current secret, then the previous one while its overlap lasts."""
+    """The current key, then the previous one while its overlap lasts; a key of another scheme than the
+    endpoint's is refused rather than used."""
     secrets = [unseal(master_key, row.secret_encrypted, secret_context(row.id, row.secret_version)).decode()]
     if (row.previous_secret_encrypted is not None and row.previous_secret_expires_at is not None
             and row.previous_secret_expires_at > now):
         previous = unseal(master_key, row.previous_secret_encrypted, secret_context(row.id, row.secret_version - 1))
         secrets.append(previous.decode())
+    if any(scheme_of(secret) != row.signature_scheme for secret in secrets):
+        raise SecretError(f"endpoint {row.id} holds a key of another scheme than {row.signature_scheme}")
     return secrets

@@ -24,6 +24,7 @@ from domain.platform.models import Base, EnumString, UTCDateTime, utcnow
 from domain.webhooks.signatures import SignatureScheme
 from domain.webhooks.states import AttemptOutcome, DeliveryStatus
 
+PUBLIC_KEY = "^whpk_[A-Za-z0-9+/]{43}=$"  # a whpk_ Ed25519 public key: 32 bytes in base64
 DEFAULT_MAX_IN_FLIGHT = 8  # an endpoint's attempts at once per worker process, unless set otherwise
 MAX_IN_FLIGHT_LIMIT = 256  # the most one endpoint may ask for (a worker process runs 256 at once in all)
 DELIVERY_STATUSES = tuple(status.value for status in DeliveryStatus)  # for schemas and command-line choices
@@ -37,7 +38,8 @@ class WebhookEndpoint(Base):
         CheckConstraint("rate_limit IS NULL OR rate_limit > 0", name="ck_webhook_endpoints_rate_limit"),
         # A v1a endpoint always publishes its public key; a v1 endpoint has none.
         CheckConstraint("(signature_scheme = 'v1' AND public_key IS NULL AND previous_public_key IS NULL)"
-                        " OR (signature_scheme = 'v1a' AND public_key IS NOT NULL)",
+                        f" OR (signature_scheme = 'v1a' AND public_key IS NOT NULL AND public_key ~ '{PUBLIC_KEY}'"
+                        f" AND (previous_public_key IS NULL OR previous_public_key ~ '{PUBLIC_KEY}'))",
                         name="ck_webhook_endpoints_signature_scheme"),
     )
 

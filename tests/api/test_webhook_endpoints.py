@@ -102,8 +102,10 @@ def test_a_v1a_endpoint_publishes_its_public_key_and_never_a_secret(admin: tuple
     created = create(client, sink.on("/v1a", Reply(200)), signature_scheme="v1a")
     assert created["signature_scheme"] == "v1a" and created["public_key"].startswith("whpk_")
     assert "secret" not in created
-    fetched = client.get(f"{BASE}/{created['id']}").json()
+    page = client.get(f"{BASE}/{created['id']}")
+    fetched = page.json()
     assert fetched["public_key"] == created["public_key"] and fetched["previous_public_key"] is None
+    assert "whsk_" not in repr(created) and "whsk_" not in page.text and "whsk_" not in client.get(BASE).text
     jobs.deliver(jobs.fan_out_events(meta_events(world)))
     [request] = sink.at("/v1a")
     v1a_consumer.verify(fetched["public_key"], request.body, request.headers,

@@ -136,7 +136,9 @@ def test_an_endpoint_added_with_v1a_shows_its_public_key_and_keeps_the_private_k
     [endpoint] = _endpoints()
     public_key = csrf_free_secret(response.text)
     assert public_key.startswith("whpk_") and endpoint.signature_scheme == "v1a"
-    assert public_key in signed_in.get(f"/console/endpoints/{endpoint.id}").text
+    detail = signed_in.get(f"/console/endpoints/{endpoint.id}").text
+    assert public_key in detail
+    assert "whsk_" not in response.text + detail + signed_in.get("/console/endpoints").text
 
 
 def test_an_unknown_signature_scheme_is_refused_on_the_form(signed_in: TestClient) -> None:

@@ -8,14 +8,15 @@ import time
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
-from domain.signing.master_key import load_master_key, unseal
+from domain.signing.master_key import load_master_key, seal, unseal
 from domain.webhooks import endpoints, jobs, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookEndpoint
-from domain.webhooks.signatures import SignatureScheme
+from domain.webhooks.signatures import SecretError, SignatureScheme, generate_secret
 from tests.conftest import World
 from tests.domain.webhooks import v1a_consumer
 from tests.webhook_sink import Received, Reply, Sink
@@ -111,3 +112,23 @@ def test_the_previous_public_key_is_shown_only_while_it_signs(settings: Settings
         during = endpoints.view(row, now=dt.datetime(2026, 11, 28, 12, 0, 59, tzinfo=dt.UTC))
         after = endpoints.view(row, now=dt.datetime(2026, 11, 28, 12, 1, tzinfo=dt.UTC))
     assert during["previous_public_key"] == created.secret and after["previous_public_key"] is None
+
+
+@pytest.mark.parametrize("public_key", [None, "", "whpk_short=", "whsec_" + "A" * 43 + "="])
+def test_the_database_refuses_a_v1a_endpoint_without_a_well_formed_public_key(settings: Settings, sink: Sink,
+                                                                               public_key: str | None) -> None:
+    made = create_v1a(settings, sink.url("/checked"))
+    with pytest.raises(IntegrityError, match="ck_webhook_endpoints_signature_scheme"), unit_of_work() as session:
+        session.get_one(WebhookEndpoint, made.endpoint.id).public_key = public_key
+        session.flush()
+
+
+def test_a_key_of_another_scheme_than_the_endpoints_is_never_used_to_sign(settings: Settings, sink: Sink) -> None:
+    made = create_v1a(settings, sink.url("/mixed"))
+    master_key = load_master_key(settings)
+    with unit_of_work() as session:
+        row = session.get_one(WebhookEndpoint, made.endpoint.id)
+        row.secret_encrypted = seal(master_key, generate_secret().encode(), endpoints.secret_context(row.id, 1))
+    with unit_of_work() as session, pytest.raises(SecretError, match="another scheme"):
+        row = session.get_one(WebhookEndpoint, made.endpoint.id)
+        endpoints.signing_secrets(row, master_key, dt.datetime(2026, 1, 1, tzinfo=dt.UTC))

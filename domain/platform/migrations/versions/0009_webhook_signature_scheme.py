@@ -24,7 +24,8 @@ def upgrade() -> None:
     op.create_check_constraint(
         'ck_webhook_endpoints_signature_scheme', 'webhook_endpoints',
         "(signature_scheme = 'v1' AND public_key IS NULL AND previous_public_key IS NULL)"
-        " OR (signature_scheme = 'v1a' AND public_key IS NOT NULL)")
+        " OR (signature_scheme = 'v1a' AND public_key IS NOT NULL AND public_key ~ '^whpk_[A-Za-z0-9+/]{43}=$'"
+        " AND (previous_public_key IS NULL OR previous_public_key ~ '^whpk_[A-Za-z0-9+/]{43}=$'))")
 
 
 def downgrade() -> None:
