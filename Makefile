@@ -5,10 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PROCESSES ?= web worker-audit worker-webhooks worker-keys beat
 BENCH_BACKEND ?= embedded
+FAULTS_BACKEND ?= embedded
 
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install run db-stop test lint unit bench clean audit-deps lock
+.PHONY: install run db-stop test lint unit bench faults clean audit-deps lock
 
 # With KEYMETA_DATABASE_URL unset the database is the embedded PostgreSQL server under ./var/: whatever starts
 # it (`keymeta db upgrade` here) leaves it running, so every recipe that may start it stops it on its way out.
@@ -62,6 +63,11 @@ test: lint audit-deps  ## the whole suite; pytest's "no tests collected" (exit 5
 
 bench: install  ## every figure in one run: BENCH_BACKEND=embedded|postgres-rabbitmq|postgres-redis
 	$(BIN)/python -m bench.all --backend $(BENCH_BACKEND) $(BENCH_ARGS)
+
+# Each fault on a stack of its own under a steady load of creates: one table row and one picture (docs/faults/) per
+# scenario; a fault the machine cannot inject is reported "not run" with its reason (docs/faults.md).
+faults: install  ## the fault bench: FAULTS_BACKEND=embedded|postgres-rabbitmq, FAULTS_ARGS="--scenario NAME --short"
+	$(BIN)/python -m bench.faults --backend $(FAULTS_BACKEND) $(FAULTS_ARGS)
 
 # The embedded servers (./var/ and the suite's ./var/test-postgres) stop first: a server whose data directory
 # is deleted under it keeps running.

@@ -35,6 +35,11 @@ class KeepAlivePool:
 
     async def post_form(self, path: str, form: dict[str, str]) -> tuple[int, Any]:
         """(HTTP status, decoded JSON body)."""
+        status, payload = await self.post_form_raw(path, form)
+        return status, json.loads(payload)
+
+    async def post_form_raw(self, path: str, form: dict[str, str]) -> tuple[int, bytes]:
+        """(HTTP status, body as sent)."""
         body = urlencode(form).encode("utf-8")
         head = (b"POST " + path.encode("ascii") + b" HTTP/1.1\r\nHost: " + self._authority
                 + b"\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: "
@@ -59,7 +64,7 @@ class KeepAlivePool:
                 self._idle.append((time.monotonic(), reader, writer))
             else:
                 writer.close()
-            return status, json.loads(payload)
+            return status, payload
 
     def _reusable(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         while self._idle:

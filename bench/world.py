@@ -179,12 +179,12 @@ def _bootstrap(settings: Settings, licenses: int) -> BenchWorld:
 
 @contextmanager
 def prepared_world(backend: str, postgres_admin_url: str = DEFAULT_POSTGRES_URL,
-                   licenses: int = DEFAULT_LICENSES) -> Iterator[BenchWorld]:
-    """Temp dir + fresh database (dropped or stopped afterwards), migrated and bootstrapped with ``licenses``
-    license keys activated for the bench identifier."""
+                   licenses: int = DEFAULT_LICENSES, temp_root: Path | None = None) -> Iterator[BenchWorld]:
+    """Temp dir (under ``temp_root``, else the system's) + fresh database (dropped or stopped afterwards), migrated
+    and bootstrapped with ``licenses`` license keys activated for the bench identifier."""
     if licenses < 1:
         raise ValueError("a bench world needs at least one license key")
-    with tempfile.TemporaryDirectory(prefix="keymeta-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="keymeta-bench-", dir=temp_root) as tmp:
         var_dir = Path(tmp) / "var"
         var_dir.mkdir()
         with database_url(backend, postgres_admin_url, var_dir) as url:

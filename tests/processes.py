@@ -1,4 +1,5 @@
-"""Real processes for integration tests: API (uvicorn), Celery workers and beat, and a cuttable TCP proxy.
+"""Real processes for integration tests: API (uvicorn), Celery workers and beat; the cuttable TCP proxy is the
+fault bench's (``bench.faults.proxy``).
 
 Every process gets its own session (so SIGKILL reaches prefork children) and a log file under the test's
 tmp dir; ``Proc.output()`` shows it when an assertion fails.
@@ -6,13 +7,11 @@ tmp dir; ``Proc.output()`` shows it when an assertion fails.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
+from bench.faults.proxy import TcpProxy
+
+__all__ = ["BIN", "Proc", "Stack", "TcpProxy", "free_port", "wait_until"]
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
@@ -133,74 +136,3 @@ class Stack:
                 proc.popen.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a real broker; ``cut()`` drops every connection and refuses new ones
-    until ``restore()`` — a broker outage as clients see it, without touching the shared server."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = free_port()
-        self._lock = threading.Lock()
-        self._conns: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self._stopped = False
-        self.restore()
-
-    def restore(self) -> None:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def cut(self) -> None:
-        # Sockets are shut down before they are closed: closing does not wake a thread blocked on a socket, so a
-        # cut listener would still accept one more connection, and an ended connection would not end its peer.
-        with self._lock:
-            if self._listener is not None:
-                with contextlib.suppress(OSError):
-                    self._listener.shutdown(socket.SHUT_RDWR)
-                self._listener.close()
-                self._listener = None
-            for conn in self._conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            self._conns.clear()
-
-    def close(self) -> None:
-        self._stopped = True
-        self.cut()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._conns += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
