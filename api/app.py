@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from api import console, event_types, health, license_meta, metrics, openapi, public_keys, webhook_endpoints
 from api.doorbell import make_doorbell
-from api.errors import plain_database_unavailable
+from api.errors import plain_database_unavailable, wrapped_database_unavailable
 from api.rate_limit import RequestRateLimiter
 from api.request_id import RequestIdMiddleware
 from api.signed_response import EnvelopeSigner
@@ -78,5 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The routers' answers are plain JSON, their 503 too; the signed endpoints answer their own, signed.
     for failure in CONNECTION_FAILURES:
         app.add_exception_handler(failure, plain_database_unavailable)
+    app.add_exception_handler(DBAPIError, wrapped_database_unavailable)
 
     return app

@@ -7,14 +7,14 @@ routers (admin API, public keys, ...) may answer with :func:`plain_database_unav
 
 from __future__ import annotations
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from api.metrics import record_result_code
 from api.signed_response import SigningUnavailable
 from domain.license_meta.codes import ExtensionCode
-from domain.platform.database import CONNECTION_FAILURES
+from domain.platform.database import is_connection_failure
 from domain.platform.logs import get_logger
 
 log = get_logger("keymeta.api")
@@ -48,6 +48,13 @@ async def plain_database_unavailable(request: Request, exc: Exception) -> Respon
 
 
 def _log(request: Request, exc: Exception) -> None:
-    assert isinstance(exc, CONNECTION_FAILURES)  # registered for these only
-    cause = exc.orig if isinstance(exc, OperationalError | InterfaceError) else exc
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
     log.error("database.unavailable", error=str(cause), path=request.url.path)
+
+
+async def wrapped_database_unavailable(request: Request, exc: Exception) -> Response:
+    """A driver error SQLAlchemy wraps in a plain ``DBAPIError``: the 503 when the database cannot serve now,
+    else the error goes on to the server's own 500."""
+    if not is_connection_failure(exc):
+        raise exc
+    return await plain_database_unavailable(request, exc)

@@ -29,7 +29,7 @@ from domain.idempotency.service import IdempotencyKeys
 from domain.idempotency.store import Claim, Reservation, ReservationOutcome, StoredResponse
 from domain.license_meta.codes import AnyCode, Code, ExtensionCode
 from domain.license_meta.service import USER_AGENT_MAX, mask_license_key
-from domain.platform.database import CONNECTION_FAILURES
+from domain.platform.database import is_connection_failure
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.platform.task_names import AUDIT_RECORD
@@ -81,8 +81,10 @@ async def idempotent(request: Request, endpoint: str, values: Mapping[str, objec
                 code, event_type = _self_answer(reservation)
                 await _audit(request, conn, event_type, key.id if key is not None else None, endpoint, values,
                              code, now)
-    except CONNECTION_FAILURES as exc:  # nothing ran: the client may retry with the same key
-        return await database_unavailable(request, exc)
+    except Exception as exc:
+        if not is_connection_failure(exc):
+            raise
+        return await database_unavailable(request, exc)  # nothing ran: the client may retry with the same key
     if reservation is not None and reservation.outcome is ReservationOutcome.PROCEED:
         return await _run(request, reservation, handle)
     if reservation is not None and reservation.outcome is ReservationOutcome.REPLAY:
@@ -128,7 +130,9 @@ async def _run(request: Request, reservation: Reservation, handle: Callable[[], 
             await keys.record(reservation, StoredResponse(response.status_code, kept, bytes(response.body)))
         else:
             await keys.release(reservation)
-    except CONNECTION_FAILURES as exc:
+    except Exception as exc:
+        if not is_connection_failure(exc):
+            raise
         # The work is done and its answer is the truth: send it. The key stays in progress until its lease ends.
         log.error("idempotency.record_failed", error=str(exc), path=request.url.path)
     return response

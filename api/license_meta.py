@@ -25,7 +25,7 @@ from api.parsing import BodyRejected, parse_params, read_body
 from api.rate_limit import RateLimited, RequestRateLimiter
 from domain.license_meta.codes import Code, ExtensionCode, Operation
 from domain.license_meta.service import MetaRequest, MetaResult
-from domain.platform.database import CONNECTION_FAILURES
+from domain.platform.database import is_connection_failure
 from domain.platform.task_names import AUDIT_RECORD, WEBHOOKS_FAN_OUT
 
 PREFIXES = ("/api/v1/", "/v1/")
@@ -66,7 +66,9 @@ class LicenseMetaEndpoint:
         request = Request(scope, receive)
         try:
             response = await (answer(request, route) if request.method == "POST" else wrong_method(request, route))
-        except CONNECTION_FAILURES as exc:
+        except Exception as exc:
+            if not is_connection_failure(exc):
+                raise
             response = await database_unavailable(request, exc)
         await response(scope, receive, send)
 

@@ -61,9 +61,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Tasks are idempotent (keyed by the rows they work on), so redelivery is safe: ack after work.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        # On a lost broker connection, stop tasks that can no longer be acked; they are redelivered (and
-        # idempotent), rather than finishing work whose ack is bound to fail.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # On a lost broker connection, running tasks finish: their acks fail and the broker redelivers them,
+        # which is safe (they are idempotent). Cancelling them instead is beyond the webhook worker's thread pool.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # No prefetch reduction after a reconnect: restoring it runs basic.qos from the tasks' own threads, and
+        # in a thread pool two of those on one channel deadlock the worker (it consumes nothing more).
+        "worker_enable_prefetch_count_reduction": False,
         "worker_prefetch_multiplier": 1,
         "task_default_queue": queue_name("sweep", settings.queue_prefix),
         "task_create_missing_queues": True,

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,10 +22,13 @@ from domain.platform.settings import Settings, get_settings, is_postgres_url
 # (a connect timeout, or no answer to a statement, is a TimeoutError, an OSError too); a pooled connection the
 # server ended (restart, termination) fails with an InterfaceError, through SQLAlchemy or on the driver directly
 # (the prepared-statement path); a statement the server cancelled at its timeout is a QueryCanceledError; no
-# pooled connection coming free in time is the pool's TimeoutError.
+# pooled connection coming free in time is the pool's TimeoutError; a server out of disk, memory or connections
+# raises an InsufficientResourcesError; a connection left mid-operation by a server that went away, an
+# InternalClientError on its next use.
 CONNECTION_FAILURES = (OperationalError, OSError, InterfaceError, asyncpg.InterfaceError,
                        asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-                       asyncpg.CannotConnectNowError, asyncpg.QueryCanceledError, PoolTimeout)
+                       asyncpg.CannotConnectNowError, asyncpg.QueryCanceledError, asyncpg.InsufficientResourcesError,
+                       asyncpg.InternalClientError, PoolTimeout)
 # How much longer than the server's statement timeout the API waits for an answer before it takes the server for
 # silent: time for the server's own cancellation to arrive.
 SILENT_SERVER_GRACE_SECONDS = 1.0
@@ -123,12 +126,20 @@ async def run_prepared(conn: AsyncConnection, method: str, sql: str, *params: An
     try:
         return await getattr(driver, method)(sql, *params)
     except Exception as exc:
-        # A statement that timed out leaves a connection whose server may never answer again.
-        if driver is not None and (driver.is_closed() or isinstance(exc, TimeoutError)):
+        # A connection that failed (or timed out) mid-statement is in no state to serve another one.
+        if driver is not None and (driver.is_closed() or is_connection_failure(exc)):
             await conn.invalidate()
         raise
 
 
 def is_connection_failure(exc: BaseException) -> bool:
-    """True when ``exc`` says the database could not be reached, not that one statement was refused."""
-    return isinstance(exc, CONNECTION_FAILURES)
+    """True when ``exc`` says the database cannot serve now, not that one statement was refused. SQLAlchemy wraps
+    the driver errors it has no class for (a server shutting down, a connection closed mid-statement) in a plain
+    ``DBAPIError``: the driver's own error, behind it, decides."""
+    if isinstance(exc, CONNECTION_FAILURES):
+        return True
+    if isinstance(exc, DBAPIError):
+        driver_error = exc.orig
+        return isinstance(driver_error, CONNECTION_FAILURES) or isinstance(
+            getattr(driver_error, "__cause__", None), CONNECTION_FAILURES)
+    return False
