@@ -170,6 +170,7 @@ class Recorded:
     delivery_id: int
     status: DeliveryStatus | Literal["stale"]  # succeeded | pending | failed | stale
     audit_event_ids: list[int]
+    ended_failure_streak: bool = False  # this success is its endpoint's first since it began failing
 
 
 def record(session: Session, claim_: Claim, result: transport.SendResult, policy: RetryPolicy,
@@ -232,9 +233,10 @@ def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | N
     row.locked_until = None
     if result.ok:
         row.status, row.completed_at, row.next_attempt_at = DeliveryStatus.SUCCEEDED, now, None
-        if endpoint is not None and endpoint.failing_since is not None:
+        ended_streak = endpoint is not None and endpoint.failing_since is not None
+        if endpoint is not None:
             endpoint.failing_since = None  # the failure streak is broken
-        return Recorded(row.id, DeliveryStatus.SUCCEEDED, [])
+        return Recorded(row.id, DeliveryStatus.SUCCEEDED, [], ended_failure_streak=ended_streak)
 
     if endpoint is not None and endpoint.failing_since is None:
         endpoint.failing_since = result.started_at
@@ -256,6 +258,20 @@ def _apply(session: Session, row: WebhookDelivery, endpoint: WebhookEndpoint | N
             {"endpoint_id": row.endpoint_id, "event_id": row.event_id, "msg_id": row.msg_id,
              "attempts": row.attempts, "last_status_code": result.status_code, "last_error": result.error}))
     return Recorded(row.id, decision.status, audit_ids)
+
+
+def bring_forward(session: Session, endpoint_ids: Sequence[int], now: dt.datetime | None = None) -> int:
+    """An endpoint answering again gets its waiting retries now instead of at their backoff times: the sweeper
+    rings them at its next run. Rows another transaction holds are left to their schedule (never waited for).
+    Returns how many deliveries were brought forward."""
+    now = now or utcnow()
+    waiting = (select(WebhookDelivery.id)
+               .where(WebhookDelivery.endpoint_id.in_(endpoint_ids), WebhookDelivery.status == DeliveryStatus.PENDING,
+                      WebhookDelivery.next_attempt_at > now)
+               .with_for_update(skip_locked=True))
+    result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(waiting.scalar_subquery()))
+                             .values(next_attempt_at=now, rung_at=None, updated_at=now))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def sweep_due(session: Session, *, rering_seconds: float, limit: int, now: dt.datetime | None = None) -> list[int]:

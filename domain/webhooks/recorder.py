@@ -91,12 +91,21 @@ def _record_group(results: list[tuple[delivery.Claim, SendResult]], policy: Retr
 
 
 def record(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy) -> list[delivery.Recorded]:
-    """Record a group in one transaction; one by one if that transaction fails (e.g. a deadlock victim)."""
+    """Record a group in one transaction; one by one if that transaction fails (e.g. a deadlock victim). An
+    endpoint that answered again after failing gets its waiting retries brought forward, in a transaction of
+    their own."""
     try:
-        return _record_group(results, policy)
+        recorded = _record_group(results, policy)
     except OperationalError as exc:
         log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
-        return [item for result in results for item in _record_group([result], policy)]
+        recorded = [item for result in results for item in _record_group([result], policy)]
+    by_delivery = {claim.delivery_id: claim.endpoint_id for claim, _ in results}
+    recovered = sorted({by_delivery[r.delivery_id] for r in recorded if r.ended_failure_streak})
+    if recovered:
+        with unit_of_work() as session:
+            brought = delivery.bring_forward(session, recovered)
+        log.info("webhooks.endpoint_recovered", endpoint_ids=recovered, retries_brought_forward=brought)
+    return recorded
 
 
 Finished = tuple[Batch, delivery.Claim, SendResult]

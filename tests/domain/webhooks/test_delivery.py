@@ -412,3 +412,41 @@ def test_body_is_stable_across_attempts(settings: Settings, world: World, sink: 
     first, second = sink.at("/flaky")
     assert first.body == second.body
     assert json.loads(first.body)["type"] == "license_key_meta.created"
+
+
+def test_an_endpoint_answering_again_gets_its_waiting_retries_at_once(settings: Settings, world: World,
+                                                                      sink: Sink) -> None:
+    endpoint = register(sink.on("/back", Reply(500), Reply(500), Reply(200)))
+    failed = jobs.fan_out_events(meta_events(world, count=2))
+    assert jobs.deliver(failed).outcomes == {"pending": 2}
+    later = utcnow() + dt.timedelta(hours=1)
+    with unit_of_work() as session:  # both wait for a retry far off, as after a long outage
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(failed)).values(next_attempt_at=later))
+    assert endpoint_row(endpoint.id).failing_since is not None
+
+    fresh = jobs.fan_out_events(meta_events(world))
+    assert jobs.deliver(fresh).outcomes == {"succeeded": 1}
+
+    def brought_forward() -> bool:
+        waiting = [row for row in deliveries() if row.id in failed]
+        return all(row.next_attempt_at is not None and row.next_attempt_at < later for row in waiting)
+    wait_until(brought_forward, message="the waiting retries to be brought forward")
+    assert {row.status for row in deliveries() if row.id in failed} == {"pending"}
+    [row] = run_until_settled(failed[:1])
+    assert row.status == "succeeded"
+
+
+def test_a_success_of_an_endpoint_that_was_not_failing_moves_no_retry(settings: Settings, world: World,
+                                                                     sink: Sink) -> None:
+    failing = register(sink.on("/still-down", Reply(500)))
+    healthy = register(sink.on("/fine", Reply(200)), event_types=["license_key_meta.created"])
+    jobs.deliver(jobs.fan_out_events(meta_events(world)))
+    later = utcnow() + dt.timedelta(hours=1)
+    [waiting] = [row for row in deliveries() if row.endpoint_id == failing.id]
+    with unit_of_work() as session:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == waiting.id)
+                        .values(next_attempt_at=later))
+    report = jobs.deliver(jobs.fan_out_events(meta_events(world)))
+    assert report.outcomes == {"succeeded": 1, "pending": 1}  # the healthy endpoint's, the failing one's
+    assert [row.next_attempt_at for row in deliveries() if row.id == waiting.id] == [later]
+    assert [row.endpoint_id for row in deliveries(status="succeeded") if row.endpoint_id == healthy.id]
