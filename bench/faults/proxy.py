@@ -1,10 +1,12 @@
 """A TCP proxy on 127.0.0.1 in front of a real server, which a fault stops without touching that server.
 
 ``cut()`` is a server stopped as its clients see it: every open connection is reset and new ones are refused,
-until ``restore()``. ``black_hole()`` is a network that drops packets: the port keeps a listener that never
-accepts and whose accept queue is full, so the kernel drops every new SYN and a client's connect runs into its
-own timeout instead of being refused. The shared servers of the machine (PostgreSQL, RabbitMQ) are only ever
-"stopped" this way: other work uses them at the same time.
+until ``restore()``. ``stall()`` is a server or network gone silent mid-conversation: connections stay open and
+what they carry is swallowed, until ``restore()`` (which resets them: they lost bytes). ``black_hole()`` is a
+network that drops packets: the port keeps a listener that never accepts and whose accept queue is full, so
+the kernel drops every new SYN and a client's connect runs into its own timeout instead of being refused. The
+shared servers of the machine (PostgreSQL, RabbitMQ) are only ever "stopped" this way: other work uses them at
+the same time.
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ class TcpProxy:
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
         self._stopped = False
+        self._stalled = threading.Event()
         self.restore()
 
+    def stall(self) -> None:
+        self._stalled.set()
+
     def restore(self) -> None:
-        self.cut()  # a black hole's silent listener holds the port
+        self._stalled.clear()
+        self.cut()  # a black hole's silent listener holds the port, a stall's connections lost bytes
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", self.port))
@@ -99,11 +106,11 @@ class TcpProxy:
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self._stalled.is_set():
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

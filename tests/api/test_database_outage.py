@@ -51,28 +51,6 @@ OPERATIONS = {
 }
 
 
-class StallingProxy(TcpProxy):
-    """A TcpProxy whose connections, while ``stalled`` is set, swallow what they carry: both sides keep their
-    connection and hear nothing more."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.stalled = threading.Event()
-        super().__init__(target_host, target_port)
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:  # type: ignore[override]
-        try:
-            while data := src.recv(65536):
-                if not self.stalled.is_set():
-                    dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-
-
 class SilentServer:
     """Accepts connections on ``port`` and never answers: a database host that has stopped responding."""
 
@@ -104,7 +82,7 @@ class SilentServer:
 @dataclass
 class Outage:
     client: TestClient
-    proxy: StallingProxy
+    proxy: TcpProxy
     world: World
     keys: dict[str, str]  # kid -> public PEM, read while the database answered
     global_kid: str
@@ -114,16 +92,13 @@ class Outage:
     def start(self, kind: str) -> None:
         self.down = True
         if kind == "stalled":
-            self.proxy.stalled.set()
+            self.proxy.stall()
             return
         self.proxy.cut()
         if kind == "unreachable":
             self.silent = SilentServer(self.proxy.port)
 
     def end(self) -> None:
-        if self.proxy.stalled.is_set():  # the stalled connections lost bytes: they end, as a network failure would
-            self.proxy.stalled.clear()
-            self.proxy.cut()
         if self.silent is not None:
             self.silent.close()
             self.silent = None
@@ -150,7 +125,7 @@ def outage(settings: Settings, database_url: str, master_key_text: str, tmp_path
     keys, global_kid = public_keys(), active_kid("global")
     assert global_kid is not None
     real = make_url(database_url)
-    proxy = StallingProxy(real.host or "127.0.0.1", real.port or 5432)
+    proxy = TcpProxy(real.host or "127.0.0.1", real.port or 5432)
     proxied = real.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     proxied_settings = configure(monkeypatch, proxied, master_key_text, tmp_path / "var",
                                  KEYMETA_DATABASE_STATEMENT_TIMEOUT_SECONDS=STATEMENT_TIMEOUT_SECONDS)
