@@ -16,15 +16,14 @@ from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.client_ip import request_client_ip
+from api.transactions import in_unit_of_work
 from domain.access.api_keys import MANAGE_WEBHOOKS_CAPABILITY
 from domain.access.checks import api_key_digest, check_access, load_api_key, load_blocklist, parse_address
 from domain.events.catalog import WEBHOOK_TEST
 from domain.license_meta.codes import Code
-from domain.platform.database import unit_of_work
 from domain.platform.models import utcnow
 from domain.platform.task_names import WEBHOOKS_DELIVER
 from domain.signing.master_key import load_master_key
@@ -78,12 +77,8 @@ AdminActor = Annotated[Actor, Depends(admin_actor)]
 
 async def in_transaction(work: Callable[..., T], *args: Any) -> T:
     """Run ``work(session, *args)`` in one transaction, off the event loop; domain errors become HTTP errors."""
-    def run() -> T:
-        with unit_of_work() as session:
-            return work(session, *args)
-
     try:
-        return await run_in_threadpool(run)
+        return await in_unit_of_work(work, *args)
     except replay.DeliveryNotFound as exc:
         raise api_error(404, str(exc)) from exc
     except endpoints.EndpointNotFound as exc:

@@ -44,9 +44,13 @@ async def _checked_form(request: Request, token: str) -> None:
         raise PageError(403, "This form was not sent from this portal page. Reload it and try again.")
 
 
-def _actor(request: Request, endpoint_id: int) -> Actor:
-    return portal.portal_actor(endpoint_id, request_client_ip(request),
-                               request.scope.get("state", {}).get("request_id"))
+async def _posted(request: Request, token: str) -> tuple[int, Actor]:
+    """An action form of the portal: the link's endpoint and who acts, once the form's CSRF token checks out."""
+    endpoint_id = _scope(request, token)
+    await _checked_form(request, token)
+    actor = portal.portal_actor(endpoint_id, request_client_ip(request),
+                                request.scope.get("state", {}).get("request_id"))
+    return endpoint_id, actor
 
 
 @router.get("/{token}")
@@ -77,9 +81,7 @@ async def portal_delivery(token: Token, delivery_id: RowId, request: Request) ->
 
 @router.post("/{token}/deliveries/{delivery_id}/replay")
 async def portal_replay(token: Token, delivery_id: RowId, request: Request) -> Response:
-    endpoint_id = _scope(request, token)
-    await _checked_form(request, token)
-    actor = _actor(request, endpoint_id)
+    endpoint_id, actor = await _posted(request, token)
 
     await queue_and_ring(
         request, lambda session: replay.replay_delivery(session, delivery_id, actor, endpoint_id=endpoint_id).id,
@@ -90,9 +92,7 @@ async def portal_replay(token: Token, delivery_id: RowId, request: Request) -> R
 @router.post("/{token}/test")
 async def portal_send_test(token: Token, request: Request) -> Response:
     """A ``webhook.test`` delivery to the link's endpoint: the endpoint comes from the token, never the form."""
-    endpoint_id = _scope(request, token)
-    await _checked_form(request, token)
-    actor = _actor(request, endpoint_id)
+    endpoint_id, actor = await _posted(request, token)
 
     delivery_id = await queue_and_ring(
         request, lambda session: test_events.send_test_event(session, endpoint_id, actor).delivery_id,
@@ -103,9 +103,7 @@ async def portal_send_test(token: Token, request: Request) -> Response:
 @router.post("/{token}/rotate-secret")
 async def portal_rotate_secret(token: Token, request: Request) -> Response:
     """The link's endpoint gets a new secret, shown in this answer only; the old one signs on for the overlap."""
-    endpoint_id = _scope(request, token)
-    await _checked_form(request, token)
-    actor = _actor(request, endpoint_id)
+    endpoint_id, actor = await _posted(request, token)
     key = master_key(request)
     overlap = request.app.state.settings.webhook_secret_overlap_seconds
 

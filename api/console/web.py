@@ -11,11 +11,11 @@ from typing import Any, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from domain.platform.database import CONNECTION_FAILURES, unit_of_work
+from api.transactions import in_unit_of_work
+from domain.platform.database import CONNECTION_FAILURES
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
 from domain.webhooks import endpoints
@@ -90,12 +90,8 @@ def redirect(url: str) -> RedirectResponse:
 
 async def in_transaction(work: Callable[[Session], T]) -> T:
     """``work(session)`` in one transaction, off the event loop; domain refusals and outages become pages."""
-    def run() -> T:
-        with unit_of_work() as session:
-            return work(session)
-
     try:
-        return await run_in_threadpool(run)
+        return await in_unit_of_work(work)
     except endpoints.EndpointNotFound as exc:
         raise PageError(404, str(exc)) from exc
     except endpoints.EndpointError as exc:

@@ -7,24 +7,19 @@ Times are taken in-process through the ASGI test client, so they include the app
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import secrets
-import tempfile
 import time
-from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from domain.console import portal
-from domain.platform.database import reset_engines, unit_of_work
+from domain.platform.database import unit_of_work
 from domain.signing.master_key import load_master_key
-from tests.api.console.conftest import console_key, csrf_of, sign_in
-from tests.backends import fresh_postgres_database, release_embedded_server
-from tests.conftest import World, configure, make_world
-from tests.webhook_support import WEBHOOK_ENV, register
+from tests.api.console.conftest import csrf_of, sign_in
+from tests.api.console.scratch import scratch_console
+from tests.conftest import World, make_world
+from tests.webhook_support import register
 
 ROWS = 100_000
 LOADS = 200
@@ -69,53 +64,44 @@ def _time_license_lookup(client: TestClient, world: World) -> None:
 
 
 def main() -> None:
-    patch = pytest.MonkeyPatch()
-    try:
-        with fresh_postgres_database() as url, tempfile.TemporaryDirectory() as var:
-            master = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-            settings = configure(patch, url, master, Path(var), **WEBHOOK_ENV)
-            key = console_key()
-            a, b = register("http://127.0.0.1:9/a"), register("http://127.0.0.1:9/b")
-            with unit_of_work() as session:
-                session.execute(text(_DELIVERIES), {"a": a.id, "b": b.id, "n": ROWS})
-                session.execute(text(_ATTEMPTS))
-                session.execute(text(_AUDIT), {"n": ROWS})
-            with unit_of_work() as session:
-                session.execute(text("ANALYZE"))
-            world = make_world()
-            with unit_of_work() as session:
-                session.execute(text(_META), {"license_key": world.license_key, "identifier": world.identifier,
-                                              "n": META_ROWS})
-            link = portal.sign_link(load_master_key(settings), a.id, 3600, dt.datetime.now(dt.UTC)).path
-            pages = {"overview": "/console", "deliveries": "/console/deliveries",
-                     "deliveries, deep page": f"/console/deliveries?before_id={ROWS // 2}",
-                     "deliveries, failed": "/console/deliveries?status=failed",
-                     "deliveries, endpoint": f"/console/deliveries?endpoint_id={a.id}",
-                     "delivery": f"/console/deliveries/{ROWS // 3}", "endpoints": "/console/endpoints",
-                     "audit": "/console/audit", "audit, deep page": "/console/audit?before_seq=500",
-                     "audit, rare action": "/console/audit?action=rare.action",
-                     "audit, absent action": "/console/audit?action=absent", "signing keys": "/console/signing-keys",
-                     "portal": link, "portal, failed": f"{link}?status=failed",
-                     "portal, delivery": f"{link}/deliveries/{ROWS // 2}",
-                     "portal, event catalog": f"{link}/event-types", "license metadata": "/console/license-meta"}
-            from api.app import create_app
+    with scratch_console() as (settings, key):
+        a, b = register("http://127.0.0.1:9/a"), register("http://127.0.0.1:9/b")
+        with unit_of_work() as session:
+            session.execute(text(_DELIVERIES), {"a": a.id, "b": b.id, "n": ROWS})
+            session.execute(text(_ATTEMPTS))
+            session.execute(text(_AUDIT), {"n": ROWS})
+        with unit_of_work() as session:
+            session.execute(text("ANALYZE"))
+        world = make_world()
+        with unit_of_work() as session:
+            session.execute(text(_META), {"license_key": world.license_key, "identifier": world.identifier,
+                                          "n": META_ROWS})
+        link = portal.sign_link(load_master_key(settings), a.id, 3600, dt.datetime.now(dt.UTC)).path
+        pages = {"overview": "/console", "deliveries": "/console/deliveries",
+                 "deliveries, deep page": f"/console/deliveries?before_id={ROWS // 2}",
+                 "deliveries, failed": "/console/deliveries?status=failed",
+                 "deliveries, endpoint": f"/console/deliveries?endpoint_id={a.id}",
+                 "delivery": f"/console/deliveries/{ROWS // 3}", "endpoints": "/console/endpoints",
+                 "audit": "/console/audit", "audit, deep page": "/console/audit?before_seq=500",
+                 "audit, rare action": "/console/audit?action=rare.action",
+                 "audit, absent action": "/console/audit?action=absent", "signing keys": "/console/signing-keys",
+                 "portal": link, "portal, failed": f"{link}?status=failed",
+                 "portal, delivery": f"{link}/deliveries/{ROWS // 2}",
+                 "portal, event catalog": f"{link}/event-types", "license metadata": "/console/license-meta"}
+        from api.app import create_app
 
-            with TestClient(create_app(settings)) as client:
-                sign_in(client, key.secret)
-                for name, path in pages.items():
-                    times = []
-                    for _ in range(LOADS):
-                        started = time.perf_counter()
-                        assert client.get(path).status_code == 200, path
-                        times.append((time.perf_counter() - started) * 1000)
-                    times.sort()
-                    p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99) - 1]
-                    print(f"{name:24s} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
-                _time_license_lookup(client, world)
-            reset_engines()
-    finally:
-        patch.undo()
-        release_embedded_server()
+        with TestClient(create_app(settings)) as client:
+            sign_in(client, key.secret)
+            for name, path in pages.items():
+                times = []
+                for _ in range(LOADS):
+                    started = time.perf_counter()
+                    assert client.get(path).status_code == 200, path
+                    times.append((time.perf_counter() - started) * 1000)
+                times.sort()
+                p50, p99 = times[len(times) // 2], times[int(len(times) * 0.99) - 1]
+                print(f"{name:24s} p50 {p50:6.1f} ms   p99 {p99:6.1f} ms")
+            _time_license_lookup(client, world)
 
 
 if __name__ == "__main__":

@@ -8,24 +8,19 @@ at desktop width and at 360 px.
 from __future__ import annotations
 
 import argparse
-import base64
-import secrets
-import tempfile
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import sync_playwright
 from sqlalchemy import select
 
 from domain.events.audit import record_events
 from domain.events.models import OutboxEvent
-from domain.platform.database import reset_engines, unit_of_work
+from domain.platform.database import unit_of_work
 from domain.webhooks.states import DeliveryStatus
-from tests.api.console.conftest import add_deliveries, console_key
+from tests.api.console.conftest import add_deliveries
+from tests.api.console.scratch import scratch_console
 from tests.api.console.test_browser import CHROMIUM, ServerThread
-from tests.backends import fresh_postgres_database, release_embedded_server
-from tests.conftest import configure
-from tests.webhook_support import WEBHOOK_ENV, register
+from tests.webhook_support import register
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "console"
 WIDTHS = {"desktop": 1280, "phone": 360}
@@ -36,26 +31,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT)
     out = parser.parse_args().out
     out.mkdir(parents=True, exist_ok=True)
-    patch = pytest.MonkeyPatch()
-    try:
-        with fresh_postgres_database() as url, tempfile.TemporaryDirectory() as var:
-            master = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
-            settings = configure(patch, url, master, Path(var), **WEBHOOK_ENV)
-            key = console_key()
-            hook = register("http://127.0.0.1:9/hooks/keymeta", ["license_key_meta.created"])
-            register("http://127.0.0.1:9/hooks/all-events")
-            add_deliveries(hook.id, 3)
-            add_deliveries(hook.id, 1, status=DeliveryStatus.FAILED, excerpt="503 Service Unavailable")
-            with unit_of_work() as session:
-                pending = list(session.scalars(select(OutboxEvent.id).where(OutboxEvent.audited_at.is_(None))))
-            with unit_of_work() as session:
-                record_events(session, pending)
-            with ServerThread(settings) as server:
-                _photograph(server.url, key.secret, hook.id, out)
-            reset_engines()
-    finally:
-        patch.undo()
-        release_embedded_server()
+    with scratch_console() as (settings, key):
+        hook = register("http://127.0.0.1:9/hooks/keymeta", ["license_key_meta.created"])
+        register("http://127.0.0.1:9/hooks/all-events")
+        add_deliveries(hook.id, 3)
+        add_deliveries(hook.id, 1, status=DeliveryStatus.FAILED, excerpt="503 Service Unavailable")
+        with unit_of_work() as session:
+            pending = list(session.scalars(select(OutboxEvent.id).where(OutboxEvent.audited_at.is_(None))))
+        with unit_of_work() as session:
+            record_events(session, pending)
+        with ServerThread(settings) as server:
+            _photograph(server.url, key.secret, hook.id, out)
 
 
 def _photograph(base: str, api_key: str, endpoint_id: int, out: Path) -> None:
