@@ -55,7 +55,7 @@ audit-deps: install
 
 # Re-pin after editing pyproject.toml (Python 3.11, hashes, dev extra included).
 lock: install
-	$(BIN)/pip-compile -q --generate-hashes --extra dev --strip-extras --allow-unsafe -o requirements.lock pyproject.toml
+	$(BIN)/pip-compile -q --generate-hashes --extra dev --no-strip-extras --no-emit-index-url --no-emit-find-links --allow-unsafe -o requirements.lock pyproject.toml
 
 test: lint audit-deps  ## the whole suite; pytest's "no tests collected" (exit 5) is a failure
 	$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
