@@ -65,8 +65,8 @@ class Settings(BaseSettings):
     webhook_retry_after_max_seconds: float = Field(default=86400.0, ge=0)
     webhook_disable_after_seconds: float = Field(default=5 * 86400.0, gt=0)  # failing continuously
     webhook_secret_overlap_seconds: float = Field(default=86400.0, ge=0)  # old secret still signs
-    webhook_lease_seconds: float = Field(default=120.0, gt=0)  # an in-progress claim expires after this
-    webhook_rering_seconds: float = Field(default=60.0, gt=0)  # the sweeper re-rings a due delivery
+    webhook_lease_seconds: float = Field(default=10.0, ge=1)  # a claim its worker stops renewing expires after this
+    webhook_rering_seconds: float = Field(default=10.0, gt=0)  # the sweeper re-rings a due delivery not taken
     webhook_sweep_interval_seconds: float = Field(default=2.0, gt=0)
     webhook_sweep_batch: int = Field(default=1000, ge=1)
     # Deliveries a fan-out task creates claimed and sends itself; the rest go to webhooks.deliver tasks.

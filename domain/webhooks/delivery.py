@@ -1,18 +1,20 @@
 """Delivering rows: claim (short transaction) → POST (no transaction, ``dispatch``) → record (short transaction).
 
 No transaction is ever open during the HTTP call. A claim is a lease: status ``in_progress`` until
-``locked_until``; if the worker dies, the lease runs out, the sweeper re-rings the row and the next claim
-records the lost attempt. Only the holder of the current claim (``attempts == attempt_no``) may record.
+``locked_until``, renewed by its worker for as long as the worker holds it (``leases``), however long the
+attempt waits or runs. If the worker dies, the lease runs out, the sweeper re-rings the row and the next claim
+records the lost attempt (a claim uses up its ring: an expired one is rung at the next sweep, not after
+``KEYMETA_WEBHOOK_RERING_SECONDS``). Only the holder of the current claim (``attempts == attempt_no``) may record.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from domain.events.models import OutboxEvent
@@ -52,39 +54,15 @@ def _due(now: dt.datetime) -> ColumnElement[bool]:
 
 @dataclass(frozen=True)
 class ClaimTerms:
-    """How a caller takes deliveries: it sends ``parallel`` at a time, each taking at most ``attempt_seconds``."""
+    """How a caller takes deliveries: signing with ``master_key``, each claim leased for ``lease_seconds`` (the
+    caller's ``leases`` keeper renews it while the attempt waits or runs)."""
 
     master_key: bytes
     lease_seconds: float
-    parallel: int = 1
-    attempt_seconds: float = 0.0
-    # Attempts of an endpoint the caller already has queued or running (its claims join the end of that queue).
-    ahead: Callable[[int], int] | None = None
 
-    def lease(self, position: int, endpoint: WebhookEndpoint | None = None) -> dt.timedelta:
-        """The lease of a claim that has ``position`` claims ahead of it (of its endpoint, when given, which
-        sends ``max_in_flight`` at a time and at most ``rate_limit`` per second): it covers its wait too."""
-        parallel = self.parallel if endpoint is None else min(self.parallel, max(endpoint.max_in_flight, 1))
-        wait = (position // max(parallel, 1)) * self.attempt_seconds
-        if endpoint is not None and endpoint.rate_limit:
-            wait = max(wait, position / endpoint.rate_limit)
-        return dt.timedelta(seconds=self.lease_seconds + wait)
-
-
-class Queued:
-    """The position a new claim gets in its endpoint's queue: the caller's attempts already queued or running
-    for that endpoint, plus this batch's claims before it."""
-
-    def __init__(self, terms: ClaimTerms) -> None:
-        self._ahead = terms.ahead
-        self._by_endpoint: dict[int, int] = {}
-
-    def take(self, endpoint_id: int) -> int:
-        if endpoint_id not in self._by_endpoint:
-            self._by_endpoint[endpoint_id] = self._ahead(endpoint_id) if self._ahead is not None else 0
-        position = self._by_endpoint[endpoint_id]
-        self._by_endpoint[endpoint_id] = position + 1
-        return position
+    @property
+    def lease(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self.lease_seconds)
 
 
 class SigningSecrets:
@@ -130,7 +108,6 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
         select(OutboxEvent.id, OutboxEvent.request_id).where(OutboxEvent.id.in_({r.event_id for r in rows})))}
     claims: list[Claim] = []
     signing = SigningSecrets(terms.master_key, now)
-    queued = Queued(terms)
     for row in rows:
         endpoint = by_id.get(row.endpoint_id)
         if row.status == DeliveryStatus.IN_PROGRESS:
@@ -146,12 +123,29 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
             row.last_error = "endpoint disabled: " + (endpoint.disabled_reason or "-") if endpoint else "endpoint gone"
             continue
         row.attempts += 1
-        lease = terms.lease(queued.take(endpoint.id), endpoint)
-        row.status, row.locked_until, row.updated_at = DeliveryStatus.IN_PROGRESS, now + lease, now
+        row.status, row.locked_until, row.updated_at = DeliveryStatus.IN_PROGRESS, now + terms.lease, now
+        row.rung_at = None  # the ring is used up: should this claim's lease run out, the next sweep rings it
         claims.append(claim_of(row.id, endpoint, row.attempts, row.msg_id, row.body, signing,
                                request_ids.get(row.event_id)))
     session.flush()
     return claims
+
+
+def extend_leases(session: Session, held: Sequence[tuple[int, int]], lease_seconds: float,
+                  now: dt.datetime | None = None) -> int:
+    """Renew the leases of claims still held, as (delivery id, attempt number): each ends ``lease_seconds`` from
+    now. A claim another worker has taken over since (its lease ran out) is left alone, and so is a row another
+    transaction holds right now (being recorded): never waited for, so never a deadlock. Returns rows renewed."""
+    if not held:
+        return 0
+    now = now or utcnow()
+    still_held = (select(WebhookDelivery.id)
+                  .where(tuple_(WebhookDelivery.id, WebhookDelivery.attempts).in_(list(held)),
+                         WebhookDelivery.status == DeliveryStatus.IN_PROGRESS)
+                  .order_by(WebhookDelivery.id).with_for_update(skip_locked=True))
+    result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(still_held.scalar_subquery()))
+                             .values(locked_until=now + dt.timedelta(seconds=lease_seconds)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def headers_for(claim_: Claim, timestamp: int) -> dict[str, str]:

@@ -69,8 +69,6 @@ class Dispatcher:
         self.connections = transport.Connections()
         self._slots = asyncio.Semaphore(in_flight)
         self._gates: dict[int, _Gate] = {}  # by endpoint id; used on the loop's thread only
-        self._queued: dict[int, int] = {}  # attempts submitted and not finished, by endpoint id
-        self._queued_lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="webhook-io", daemon=True)
         self._thread.start()
@@ -117,24 +115,12 @@ class Dispatcher:
         """Start every claim's attempt now; ``on_done(claim, result)`` runs on the loop's thread as each ends."""
         def report_to(claim: Claim) -> Callable[[Future[SendResult]], None]:
             def report(done: Future[SendResult]) -> None:
-                with self._queued_lock:
-                    self._queued[claim.endpoint_id] -= 1
-                    if not self._queued[claim.endpoint_id]:
-                        del self._queued[claim.endpoint_id]
                 on_done(claim, _result_of(done))
             return report
 
-        with self._queued_lock:
-            for claim in claims:
-                self._queued[claim.endpoint_id] = self._queued.get(claim.endpoint_id, 0) + 1
         for claim in claims:
             asyncio.run_coroutine_threadsafe(self._attempt(claim, limits), self._loop).add_done_callback(
                 report_to(claim))
-
-    def queued(self, endpoint_id: int) -> int:
-        """Attempts to this endpoint submitted here and not finished yet (waiting for their turn, or running)."""
-        with self._queued_lock:
-            return self._queued.get(endpoint_id, 0)
 
     def send(self, claims: Sequence[Claim], limits: SendLimits) -> list[tuple[Claim, SendResult]]:
         """Every claim's attempt, all at once, nothing recorded: (claim, result) in finishing order."""

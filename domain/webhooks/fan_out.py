@@ -25,7 +25,7 @@ from domain.events.outbox import META_CREATED, META_WEBHOOK_EVENT_TYPES, WEBHOOK
 from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.logs import get_logger
 from domain.platform.models import utcnow
-from domain.webhooks.delivery import Claim, ClaimTerms, Queued, SigningSecrets, claim_of
+from domain.webhooks.delivery import Claim, ClaimTerms, SigningSecrets, claim_of
 from domain.webhooks.endpoints import subscribes
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from domain.webhooks.states import DeliveryStatus
@@ -144,7 +144,6 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
     payloads = build_payloads(session, webhook_events) if endpoints and webhook_events else {}
     to_claim = claim_first if terms is not None else 0
     rows: list[dict[str, Any]] = []
-    queued = Queued(terms) if terms is not None else None
     for event in webhook_events:
         payload = payloads.get(event.id)
         if payload is None:
@@ -156,9 +155,9 @@ def fan_out(session: Session, event_ids: Sequence[int], now: dt.datetime | None 
                        "event_type": event.type, "body": body, "status": DeliveryStatus.PENDING, "attempts": 0,
                        "retry_step": 0, "next_attempt_at": now, "locked_until": None, "rung_at": now,
                        "created_at": now, "updated_at": now}
-                if terms is not None and queued is not None and len(rows) < to_claim:
-                    lease = terms.lease(queued.take(endpoint.id), endpoint)
-                    row.update(status=DeliveryStatus.IN_PROGRESS, attempts=1, locked_until=now + lease)
+                if terms is not None and len(rows) < to_claim:
+                    row.update(status=DeliveryStatus.IN_PROGRESS, attempts=1, locked_until=now + terms.lease,
+                               rung_at=None)  # claimed, not rung: as ``delivery.claim`` leaves its rows
                 rows.append(row)
     created: dict[tuple[int, int], int] = {}
     table = WebhookDelivery.__table__.c

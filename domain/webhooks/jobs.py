@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
-from domain.webhooks import delivery, dispatch, fan_out, recorder, ssrf
+from domain.webhooks import delivery, dispatch, fan_out, leases, recorder, ssrf
 from domain.webhooks.policy import RetryPolicy
 from domain.webhooks.transport import SendLimits, SendResult
 
@@ -55,12 +55,7 @@ class DeliverReport:
 
 
 def claim_terms(settings: Settings) -> delivery.ClaimTerms:
-    # An attempt lasts at most the total cap (plus DNS and the record transaction): the lease outlives it.
-    per_attempt = settings.webhook_total_timeout_seconds + settings.webhook_connect_timeout_seconds
-    return delivery.ClaimTerms(master_key=load_master_key(settings),
-                               lease_seconds=max(settings.webhook_lease_seconds, 2 * per_attempt),
-                               parallel=dispatch.PROCESS_IN_FLIGHT, attempt_seconds=per_attempt,
-                               ahead=dispatch.dispatcher().queued)
+    return delivery.ClaimTerms(master_key=load_master_key(settings), lease_seconds=settings.webhook_lease_seconds)
 
 
 def deliver(delivery_ids: Sequence[int], settings: Settings | None = None, *, wait: float | None = None,
@@ -111,7 +106,9 @@ def send_and_record(claims: Sequence[delivery.Claim], settings: Settings, *, wai
                            request_ids=list(dict.fromkeys(c.request_id for c in claims if c.request_id)))
     if not claims:
         return report
-    batch = recorder.Batch(len(claims), retry_policy(settings), on_audit)
+    held = leases.leases(settings.webhook_lease_seconds)
+    held.hold(claims)  # renewed from now until recorded: the claim outlives any wait for its endpoint's turn
+    batch = recorder.Batch(len(claims), retry_policy(settings), on_audit, held)
     record = recorder.recorder()
     record.expect(len(claims))
     dispatch.dispatcher().submit(claims, send_limits(settings), lambda claim, result: record.put(batch, claim, result))

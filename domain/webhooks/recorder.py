@@ -3,8 +3,9 @@
 Results from any number of batches (tasks) share a transaction, so under load the database sees one commit
 per group, not per attempt, and a task need not stay to record its own sends. A group is whatever finished
 while the previous group was being recorded (at most ``RECORD_GROUP``): no result waits for a timer.
-A group that cannot be recorded (database down) is logged and dropped: its rows stay leased, and when the
-lease runs out the sweeper re-rings them and the next claim records the attempt as lost.
+Once recorded, a claim is let go (``leases`` stops renewing it). A group that cannot be recorded (database
+down) is logged and dropped, and let go too: its rows stay leased until the lease runs out, then the sweeper
+re-rings them and the next claim records the attempt as lost.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 from domain.platform.database import unit_of_work
 from domain.platform.logs import get_logger
 from domain.webhooks import delivery
+from domain.webhooks.leases import Leases
 from domain.webhooks.policy import RetryPolicy
 from domain.webhooks.states import AttemptOutcome
 from domain.webhooks.transport import SendResult
@@ -37,6 +39,7 @@ class Batch:
     size: int
     policy: RetryPolicy
     on_audit: Callable[[list[int]], None] | None = None  # ring ``audit.record`` for these (any thread)
+    leases: Leases | None = None  # renews these claims until they are recorded or dropped
     outcomes: dict[str, int] = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -167,6 +170,9 @@ class Recorder:
             log_attempt(claim, result, item.status)
             statuses.append(item.status)
             audit_ids += item.audit_event_ids
+        for batch, _, _ in settled.values():
+            if batch.leases is not None:
+                batch.leases.let_go(claim for owner, claim, _ in group if owner is batch)
         for batch, statuses, audit_ids in settled.values():
             batch.settle(statuses, audit_ids)
 

@@ -3,7 +3,6 @@ second), against a real HTTP sink on 127.0.0.1 and the real database."""
 
 from __future__ import annotations
 
-import datetime as dt
 import threading
 
 import pytest
@@ -11,7 +10,7 @@ from sqlalchemy import update
 
 from domain.platform.database import unit_of_work
 from domain.platform.settings import Settings
-from domain.webhooks import delivery, jobs, recorder
+from domain.webhooks import jobs, recorder
 from domain.webhooks.dispatch import Throttle
 from domain.webhooks.models import WebhookEndpoint
 from tests.conftest import World
@@ -40,15 +39,6 @@ def set_share(endpoint_id: int, max_in_flight: int, rate_limit: float | None = N
     with unit_of_work() as session:
         session.execute(update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)
                         .values(max_in_flight=max_in_flight, rate_limit=rate_limit))
-
-
-def test_leases_cover_the_wait_in_the_endpoints_own_queue(settings: Settings, master_key: bytes) -> None:
-    terms = delivery.ClaimTerms(master_key, lease_seconds=10, parallel=16, attempt_seconds=2)
-    narrow = WebhookEndpoint(max_in_flight=2, rate_limit=None)
-    throttled = WebhookEndpoint(max_in_flight=8, rate_limit=0.5)
-    assert terms.lease(5, narrow) == dt.timedelta(seconds=10 + (5 // 2) * 2)
-    assert terms.lease(5, throttled) == dt.timedelta(seconds=10 + 5 / 0.5)  # the rate is the longer wait
-    assert terms.lease(5) == dt.timedelta(seconds=10)  # no endpoint: the batch's own parallelism
 
 
 def test_a_slow_endpoint_does_not_hold_up_a_fast_one(settings: Settings, world: World, sink: Sink,

@@ -1,0 +1,81 @@
+"""Keeps a worker process's claims leased while it holds them: one thread renews them all every third of a lease.
+
+A claim is held from the moment its caller starts sending it until the recorder is done with it (recorded, or
+dropped because the database was away). While the process lives its claims never expire, however long an
+attempt waits for its endpoint's turn or runs; when it dies they expire within one lease and the sweeper
+hands them on. So the lease can be short (``KEYMETA_WEBHOOK_LEASE_SECONDS``): it bounds how long a dead
+worker's deliveries wait, not how long an attempt may take.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+from domain.platform.database import unit_of_work
+from domain.platform.logs import get_logger
+from domain.webhooks import delivery
+
+log = get_logger("keymeta.webhooks")
+RENEW_CHUNK = 1000  # claims per UPDATE statement
+
+
+class Leases:
+    def __init__(self, lease_seconds: float, *, start: bool = True) -> None:
+        self.lease_seconds = lease_seconds
+        self._held: dict[int, int] = {}  # delivery id -> attempt number
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        if start:
+            threading.Thread(target=self._run, name="webhook-leases", daemon=True).start()
+
+    def hold(self, claims: Iterable[delivery.Claim]) -> None:
+        with self._lock:
+            self._held.update((c.delivery_id, c.attempt_no) for c in claims)
+
+    def let_go(self, claims: Iterable[delivery.Claim]) -> None:
+        with self._lock:
+            for claim in claims:
+                if self._held.get(claim.delivery_id) == claim.attempt_no:
+                    del self._held[claim.delivery_id]
+
+    def held(self) -> list[tuple[int, int]]:
+        with self._lock:
+            return sorted(self._held.items())
+
+    def renew(self) -> int:
+        """Extend every held claim's lease to a full lease from now, in one transaction; rows renewed."""
+        held = self.held()
+        renewed = 0
+        with unit_of_work() as session:
+            for start in range(0, len(held), RENEW_CHUNK):
+                renewed += delivery.extend_leases(session, held[start:start + RENEW_CHUNK], self.lease_seconds)
+        return renewed
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.lease_seconds / 3):
+            if not self._held:
+                continue
+            try:
+                self.renew()
+            except Exception as exc:  # noqa: BLE001 - the thread must live on; the next round tries again
+                log.warning("webhooks.lease_renewal_failed", error=str(exc), held=len(self._held))
+
+
+_leases: tuple[int, Leases] | None = None
+_lock = threading.Lock()
+
+
+def leases(lease_seconds: float) -> Leases:
+    """This process's keeper, started on first use (a forked child starts its own); renewing to
+    ``lease_seconds`` from now on."""
+    global _leases
+    with _lock:
+        if _leases is None or _leases[0] != os.getpid():
+            _leases = (os.getpid(), Leases(lease_seconds))
+        _leases[1].lease_seconds = lease_seconds
+        return _leases[1]
