@@ -101,6 +101,8 @@ class TcpProxy:
                 client.close()
                 continue
             upstream.settimeout(None)
+            for sock in (client, upstream):  # forward each write as it comes: Nagle would hold a request's
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # body behind a delayed ACK (40 ms)
             with self._lock:
                 self._conns += [client, upstream]
             for src, dst in ((client, upstream), (upstream, client)):
