@@ -53,6 +53,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": broker_url(settings),
         "broker_transport_options": broker_transport_options(settings),
         "broker_connection_retry_on_startup": True,
+        # A worker whose broker went away keeps trying (every 2 s: workers.consumer), however long it is gone.
+        "broker_connection_max_retries": None,
         "broker_connection_timeout": 2.0,
         "task_serializer": "json",
         "accept_content": ["json"],

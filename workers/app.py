@@ -35,6 +35,7 @@ def make_celery() -> Celery:
     app.conf.task_queues = [Queue(queue_name(q, settings.queue_prefix)) for q in QUEUES]
     app.conf.task_routes = (_route,)
     app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.worker_consumer = "workers.consumer:PromptConsumer"
     return app
 
 
