@@ -3,9 +3,11 @@
 Results from any number of batches (tasks) share a transaction, so under load the database sees one commit
 per group, not per attempt, and a task need not stay to record its own sends. A group is whatever finished
 while the previous group was being recorded (at most ``RECORD_GROUP``): no result waits for a timer.
-Once recorded, a claim is let go (``leases`` stops renewing it). A group that cannot be recorded (database
-down) is logged and dropped, and let go too: its rows stay leased until the lease runs out, then the sweeper
-re-rings them and the next claim records the attempt as lost.
+Once recorded, a claim is let go (``leases`` stops renewing it). While the database is unreachable a group waits
+and is tried again (``record_patiently``): the consumer already has those attempts, and recording them once
+the database is back, within their lease, spares it a second delivery. A group that still cannot be recorded
+after ``RECORD_PATIENCE_SECONDS`` (or fails otherwise) is logged and dropped, and let go: its rows stay leased
+until the lease runs out, then the sweeper re-rings them and the next claim records the attempt as lost.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import os
 import queue
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import OperationalError
 
-from domain.platform.database import unit_of_work
+from domain.platform.database import is_connection_failure, unit_of_work
 from domain.platform.logs import get_logger
 from domain.webhooks import delivery
 from domain.webhooks.leases import Leases
@@ -29,6 +32,8 @@ from domain.webhooks.transport import SendResult
 
 log = get_logger("keymeta.webhooks")
 RECORD_GROUP = 200
+RECORD_RETRY_SECONDS = 0.5  # how often a group tries again while the database is unreachable
+RECORD_PATIENCE_SECONDS = 60.0
 UNRECORDED = "unrecorded"  # an outcome in a report: the group's transaction failed
 
 
@@ -111,6 +116,28 @@ def record(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy
     return recorded
 
 
+def record_patiently(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy,
+                     patience: float = RECORD_PATIENCE_SECONDS) -> list[delivery.Recorded]:
+    """``record``, tried again every ``RECORD_RETRY_SECONDS`` while the database cannot serve, for at most
+    ``patience`` seconds; any other error, or the end of patience, raises."""
+    deadline = time.monotonic() + patience
+    waiting = False
+    while True:
+        try:
+            recorded = record(results, policy)
+        except Exception as exc:
+            if not is_connection_failure(exc) or time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                log.warning("webhooks.record_waiting_for_database", error=str(exc), size=len(results))
+                waiting = True
+            time.sleep(RECORD_RETRY_SECONDS)
+            continue
+        if waiting:
+            log.info("webhooks.record_resumed", size=len(results))
+        return recorded
+
+
 Finished = tuple[Batch, delivery.Claim, SendResult]
 
 
@@ -156,7 +183,8 @@ class Recorder:
     @staticmethod
     def _record(group: list[Finished], policy: RetryPolicy) -> None:
         try:
-            recorded: list[delivery.Recorded] | None = record([(claim, result) for _, claim, result in group], policy)
+            recorded: list[delivery.Recorded] | None = record_patiently(
+                [(claim, result) for _, claim, result in group], policy)
         except Exception as exc:  # noqa: BLE001 - the thread must live on; the leases bring these rows back
             log.error("webhooks.record_failed", error=str(exc), size=len(group))
             recorded = None
