@@ -107,11 +107,16 @@ def send_and_record(claims: Sequence[delivery.Claim], settings: Settings, *, wai
     if not claims:
         return report
     held = leases.leases(settings.webhook_lease_seconds)
-    held.hold(claims)  # renewed from now until recorded: the claim outlives any wait for its endpoint's turn
     batch = recorder.Batch(len(claims), retry_policy(settings), on_audit, held)
     record = recorder.recorder()
-    record.expect(len(claims))
-    dispatch.dispatcher().submit(claims, send_limits(settings), lambda claim, result: record.put(batch, claim, result))
+    held.hold(claims)  # renewed from now until recorded: the claim outlives any wait for its endpoint's turn
+    try:
+        limits = send_limits(settings)
+        record.expect(len(claims))
+        dispatch.dispatcher().submit(claims, limits, lambda claim, result: record.put(batch, claim, result))
+    except BaseException:
+        held.let_go(claims)  # nothing will record them: their leases bring them back
+        raise
     batch.done.wait(wait)
     report.outcomes, report.sending = batch.snapshot()
     return report

@@ -19,6 +19,7 @@ from domain.webhooks import delivery
 
 log = get_logger("keymeta.webhooks")
 RENEW_CHUNK = 1000  # claims per UPDATE statement
+RETRY_SECONDS = 0.5  # after a failed renewal
 
 
 class Leases:
@@ -32,7 +33,9 @@ class Leases:
 
     def hold(self, claims: Iterable[delivery.Claim]) -> None:
         with self._lock:
-            self._held.update((c.delivery_id, c.attempt_no) for c in claims)
+            for claim in claims:  # a later attempt of the same delivery supersedes an earlier one, never the reverse
+                if claim.attempt_no >= self._held.get(claim.delivery_id, 0):
+                    self._held[claim.delivery_id] = claim.attempt_no
 
     def let_go(self, claims: Iterable[delivery.Claim]) -> None:
         with self._lock:
@@ -57,13 +60,18 @@ class Leases:
         self._stopped.set()
 
     def _run(self) -> None:
-        while not self._stopped.wait(self.lease_seconds / 3):
+        pause = self.lease_seconds / 3
+        while not self._stopped.wait(pause):
+            pause = self.lease_seconds / 3
             if not self._held:
                 continue
             try:
                 self.renew()
-            except Exception as exc:  # noqa: BLE001 - the thread must live on; the next round tries again
+            except Exception as exc:  # noqa: BLE001 - the thread must live on; it tries again soon
                 log.warning("webhooks.lease_renewal_failed", error=str(exc), held=len(self._held))
+                # Soon, not a third of a lease later: leases that ran out while the database was away must be
+                # renewed before the sweeper (every 2 s) hands them to another worker.
+                pause = min(pause, RETRY_SECONDS)
 
 
 _leases: tuple[int, Leases] | None = None

@@ -4,7 +4,7 @@ Results from any number of batches (tasks) share a transaction, so under load th
 per group, not per attempt, and a task need not stay to record its own sends. A group is whatever finished
 while the previous group was being recorded (at most ``RECORD_GROUP``): no result waits for a timer.
 Once recorded, a claim is let go (``leases`` stops renewing it). While the database is unreachable a group waits
-and is tried again (``record_patiently``): the consumer already has those attempts, and recording them once
+and is tried again (``record``): the consumer already has those attempts, and recording them once
 the database is back, within their lease, spares it a second delivery. A group that still cannot be recorded
 after ``RECORD_PATIENCE_SECONDS`` (or fails otherwise) is logged and dropped, and let go: its rows stay leased
 until the lease runs out, then the sweeper re-rings them and the next claim records the attempt as lost.
@@ -98,33 +98,16 @@ def _record_group(results: list[tuple[delivery.Claim, SendResult]], policy: Retr
         return delivery.record_many(session, results, policy)
 
 
-def record(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy) -> list[delivery.Recorded]:
-    """Record a group in one transaction; one by one if that transaction fails (e.g. a deadlock victim). An
-    endpoint that answered again after failing gets its waiting retries brought forward, in a transaction of
-    their own."""
-    try:
-        recorded = _record_group(results, policy)
-    except OperationalError as exc:
-        log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
-        recorded = [item for result in results for item in _record_group([result], policy)]
-    by_delivery = {claim.delivery_id: claim.endpoint_id for claim, _ in results}
-    recovered = sorted({by_delivery[r.delivery_id] for r in recorded if r.ended_failure_streak})
-    if recovered:
-        with unit_of_work() as session:
-            brought = delivery.bring_forward(session, recovered)
-        log.info("webhooks.endpoint_recovered", endpoint_ids=recovered, retries_brought_forward=brought)
-    return recorded
-
-
-def record_patiently(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy,
-                     patience: float = RECORD_PATIENCE_SECONDS) -> list[delivery.Recorded]:
-    """``record``, tried again every ``RECORD_RETRY_SECONDS`` while the database cannot serve, for at most
-    ``patience`` seconds; any other error, or the end of patience, raises."""
+def _record_group_patiently(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy,
+                            patience: float) -> list[delivery.Recorded]:
+    """The group's one transaction, tried again every ``RECORD_RETRY_SECONDS`` while the database cannot serve,
+    for at most ``patience`` seconds (nothing of it commits until one try does); any other error, or the end of
+    patience, raises."""
     deadline = time.monotonic() + patience
     waiting = False
     while True:
         try:
-            recorded = record(results, policy)
+            recorded = _record_group(results, policy)
         except Exception as exc:
             if not is_connection_failure(exc) or time.monotonic() >= deadline:
                 raise
@@ -136,6 +119,30 @@ def record_patiently(results: list[tuple[delivery.Claim, SendResult]], policy: R
         if waiting:
             log.info("webhooks.record_resumed", size=len(results))
         return recorded
+
+
+def record(results: list[tuple[delivery.Claim, SendResult]], policy: RetryPolicy,
+           patience: float = RECORD_PATIENCE_SECONDS) -> list[delivery.Recorded]:
+    """Record a group in one transaction, waiting up to ``patience`` for a database that went away; one by one
+    if that still fails (e.g. a deadlock victim each time). An endpoint that answered again after failing gets
+    its waiting retries brought forward, in a transaction of their own (if that fails they keep their
+    schedule: nothing is lost)."""
+    try:
+        recorded = _record_group_patiently(results, policy, patience)
+    except OperationalError as exc:
+        log.warning("webhooks.record_group_failed", error=str(exc.orig), size=len(results))
+        recorded = [item for result in results for item in _record_group([result], policy)]
+    by_delivery = {claim.delivery_id: claim.endpoint_id for claim, _ in results}
+    recovered = sorted({by_delivery[r.delivery_id] for r in recorded if r.ended_failure_streak})
+    if recovered:
+        try:
+            with unit_of_work() as session:
+                brought = delivery.bring_forward(session, recovered)
+        except Exception as exc:  # noqa: BLE001 - the attempts are recorded; the retries keep their schedule
+            log.warning("webhooks.bring_forward_failed", endpoint_ids=recovered, error=str(exc))
+        else:
+            log.info("webhooks.endpoint_recovered", endpoint_ids=recovered, retries_brought_forward=brought)
+    return recorded
 
 
 Finished = tuple[Batch, delivery.Claim, SendResult]
@@ -183,8 +190,7 @@ class Recorder:
     @staticmethod
     def _record(group: list[Finished], policy: RetryPolicy) -> None:
         try:
-            recorded: list[delivery.Recorded] | None = record_patiently(
-                [(claim, result) for _, claim, result in group], policy)
+            recorded: list[delivery.Recorded] | None = record([(claim, result) for _, claim, result in group], policy)
         except Exception as exc:  # noqa: BLE001 - the thread must live on; the leases bring these rows back
             log.error("webhooks.record_failed", error=str(exc), size=len(group))
             recorded = None

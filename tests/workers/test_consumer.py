@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
+
+from kombu import Connection
 
 from workers.app import celery_app
 from workers.consumer import RECONNECT_MAX_SECONDS, PromptConsumer
@@ -13,7 +16,9 @@ class RecordingConnection:
         self.calls: list[dict[str, Any]] = []
 
     def ensure_connection(self, *args: Any, **kwargs: Any) -> RecordingConnection:
-        self.calls.append(kwargs)
+        # As kombu would take them: a misspelled or unknown argument fails here.
+        bound = inspect.signature(Connection._ensure_connection).bind(self, *args, **kwargs)
+        self.calls.append(bound.arguments)
         return self
 
 
@@ -31,4 +36,4 @@ def test_reconnects_are_tried_at_least_every_two_seconds() -> None:
     assert consumer.ensure_connected(conn) is conn
     [call] = conn.calls
     assert call["interval_max"] == RECONNECT_MAX_SECONDS == 2.0
-    assert call["interval_start"] <= call["interval_max"]
+    assert call["interval_start"] <= call["interval_max"] and 0 < call["interval_step"] <= call["interval_max"]
