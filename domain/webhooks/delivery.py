@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from sqlalchemy import ColumnElement, and_, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from domain.events.models import OutboxEvent
@@ -131,6 +131,18 @@ def claim(session: Session, delivery_ids: Sequence[int], terms: ClaimTerms,
     return claims
 
 
+# Renew: $ids and $attempts pair up (unnest), so a thousand claims are two parameters, not two thousand.
+_EXTEND_LEASES = text("""
+    UPDATE webhook_deliveries SET locked_until = :until
+    WHERE id IN (
+        SELECT d.id FROM webhook_deliveries d
+        JOIN unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS held(id, attempt_no)
+          ON d.id = held.id AND d.attempts = held.attempt_no
+        WHERE d.status = :in_progress
+        ORDER BY d.id FOR UPDATE OF d SKIP LOCKED)
+""")
+
+
 def extend_leases(session: Session, held: Sequence[tuple[int, int]], lease_seconds: float,
                   now: dt.datetime | None = None) -> int:
     """Renew the leases of claims still held, as (delivery id, attempt number): each ends ``lease_seconds`` from
@@ -139,12 +151,9 @@ def extend_leases(session: Session, held: Sequence[tuple[int, int]], lease_secon
     if not held:
         return 0
     now = now or utcnow()
-    still_held = (select(WebhookDelivery.id)
-                  .where(tuple_(WebhookDelivery.id, WebhookDelivery.attempts).in_(list(held)),
-                         WebhookDelivery.status == DeliveryStatus.IN_PROGRESS)
-                  .order_by(WebhookDelivery.id).with_for_update(skip_locked=True))
-    result = session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(still_held.scalar_subquery()))
-                             .values(locked_until=now + dt.timedelta(seconds=lease_seconds)))
+    result = session.execute(_EXTEND_LEASES, {
+        "until": now + dt.timedelta(seconds=lease_seconds), "ids": [d for d, _ in held],
+        "attempts": [a for _, a in held], "in_progress": DeliveryStatus.IN_PROGRESS.value})
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
