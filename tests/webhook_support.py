@@ -113,4 +113,4 @@ def outbox_events(event_type: str, subject_id: int | None = None) -> list[Outbox
         query = select(OutboxEvent).where(OutboxEvent.type == event_type, OutboxEvent.id >= _first_event_id)
         if subject_id is not None:
             query = query.where(OutboxEvent.subject_id == subject_id)
-        return list(session.scalars(query))
+        return list(session.scalars(query.order_by(OutboxEvent.id)))
