@@ -10,7 +10,6 @@ turn holds no process slot, so a slow endpoint only ever uses its own share and 
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import threading
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from domain.platform.models import utcnow
+from domain.platform.per_process import PerProcess
 from domain.webhooks import transport
 from domain.webhooks.delivery import Claim, headers_for
 from domain.webhooks.models import MAX_IN_FLIGHT_LIMIT
@@ -147,14 +147,9 @@ async def attempt(connections: transport.Connections, claim: Claim, limits: Send
     return await transport.post(connections, claim.url, headers, claim.body, limits)
 
 
-_dispatcher: tuple[int, Dispatcher] | None = None
-_lock = threading.Lock()
+_dispatcher = PerProcess(Dispatcher)
 
 
 def dispatcher() -> Dispatcher:
-    """This process's dispatcher, started on first use (a forked child starts its own)."""
-    global _dispatcher
-    with _lock:
-        if _dispatcher is None or _dispatcher[0] != os.getpid():
-            _dispatcher = (os.getpid(), Dispatcher())
-        return _dispatcher[1]
+    """This process's dispatcher, started on first use."""
+    return _dispatcher.get()

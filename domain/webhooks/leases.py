@@ -9,12 +9,13 @@ worker's deliveries wait, not how long an attempt may take.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterable
 
 from domain.platform.database import unit_of_work
 from domain.platform.logs import get_logger
+from domain.platform.per_process import PerProcess
+from domain.platform.settings import get_settings
 from domain.webhooks import delivery
 
 log = get_logger("keymeta.webhooks")
@@ -28,11 +29,13 @@ class Leases:
         self._held: dict[int, int] = {}  # delivery id -> attempt number
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        if start:
-            threading.Thread(target=self._run, name="webhook-leases", daemon=True).start()
+        # The renewing thread starts with the first hold, so it paces itself by the lease set by then.
+        self._thread = threading.Thread(target=self._run, name="webhook-leases", daemon=True) if start else None
 
     def hold(self, claims: Iterable[delivery.Claim]) -> None:
         with self._lock:
+            if self._thread is not None and self._thread.ident is None:  # not started yet
+                self._thread.start()
             for claim in claims:  # a later attempt of the same delivery supersedes an earlier one, never the reverse
                 if claim.attempt_no >= self._held.get(claim.delivery_id, 0):
                     self._held[claim.delivery_id] = claim.attempt_no
@@ -74,16 +77,11 @@ class Leases:
                 pause = min(pause, RETRY_SECONDS)
 
 
-_leases: tuple[int, Leases] | None = None
-_lock = threading.Lock()
+_leases = PerProcess(lambda: Leases(get_settings().webhook_lease_seconds))
 
 
 def leases(lease_seconds: float) -> Leases:
-    """This process's keeper, started on first use (a forked child starts its own); renewing to
-    ``lease_seconds`` from now on."""
-    global _leases
-    with _lock:
-        if _leases is None or _leases[0] != os.getpid():
-            _leases = (os.getpid(), Leases(lease_seconds))
-        _leases[1].lease_seconds = lease_seconds
-        return _leases[1]
+    """This process's keeper, started on first use; renewing to ``lease_seconds`` from now on."""
+    keeper = _leases.get()
+    keeper.lease_seconds = lease_seconds
+    return keeper

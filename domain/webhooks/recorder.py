@@ -12,7 +12,6 @@ until the lease runs out, then the sweeper re-rings them and the next claim reco
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
@@ -24,6 +23,7 @@ from sqlalchemy.exc import OperationalError
 
 from domain.platform.database import is_connection_failure, unit_of_work
 from domain.platform.logs import get_logger
+from domain.platform.per_process import PerProcess
 from domain.webhooks import delivery
 from domain.webhooks.leases import Leases
 from domain.webhooks.policy import RetryPolicy
@@ -194,9 +194,10 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - the thread must live on; the leases bring these rows back
             log.error("webhooks.record_failed", error=str(exc), size=len(group))
             recorded = None
-        settled: dict[int, tuple[Batch, list[str], list[int]]] = {}
+        settled: dict[int, tuple[Batch, list[delivery.Claim], list[str], list[int]]] = {}
         for index, (batch, claim, result) in enumerate(group):
-            _, statuses, audit_ids = settled.setdefault(id(batch), (batch, [], []))
+            _, claims, statuses, audit_ids = settled.setdefault(id(batch), (batch, [], [], []))
+            claims.append(claim)
             if recorded is None:
                 statuses.append(UNRECORDED)
                 continue
@@ -204,27 +205,21 @@ class Recorder:
             log_attempt(claim, result, item.status)
             statuses.append(item.status)
             audit_ids += item.audit_event_ids
-        for batch, _, _ in settled.values():
+        for batch, claims, statuses, audit_ids in settled.values():
             if batch.leases is not None:
-                batch.leases.let_go(claim for owner, claim, _ in group if owner is batch)
-        for batch, statuses, audit_ids in settled.values():
+                batch.leases.let_go(claims)
             batch.settle(statuses, audit_ids)
 
 
-_recorder: tuple[int, Recorder] | None = None
-_lock = threading.Lock()
+_recorder = PerProcess(Recorder)
 
 
 def drain(timeout: float) -> int:
     """Before a worker process exits: wait for its attempts still running to be recorded (none started: 0)."""
-    current = _recorder
-    return current[1].drain(timeout) if current is not None and current[0] == os.getpid() else 0
+    current = _recorder.made()
+    return current.drain(timeout) if current is not None else 0
 
 
 def recorder() -> Recorder:
-    """This process's recorder, started on first use (a forked child starts its own)."""
-    global _recorder
-    with _lock:
-        if _recorder is None or _recorder[0] != os.getpid():
-            _recorder = (os.getpid(), Recorder())
-        return _recorder[1]
+    """This process's recorder, started on first use."""
+    return _recorder.get()
