@@ -18,7 +18,7 @@ from domain.license_meta.models import LicenseKeyMeta
 from domain.platform.database import reset_engines, unit_of_work
 from domain.platform.settings import Settings, get_settings
 from domain.signing.master_key import load_master_key
-from domain.webhooks import endpoints, ssrf
+from domain.webhooks import delivery, endpoints, jobs, ssrf
 from domain.webhooks.audit_events import CLI
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests import processes
@@ -114,3 +114,10 @@ def outbox_events(event_type: str, subject_id: int | None = None) -> list[Outbox
         if subject_id is not None:
             query = query.where(OutboxEvent.subject_id == subject_id)
         return list(session.scalars(query.order_by(OutboxEvent.id)))
+
+
+def claimed(master_key: bytes, world: World, count: int, lease_seconds: float = 10.0) -> list[delivery.Claim]:
+    """``count`` new events fanned out and their deliveries claimed, as a worker claims them (nothing sent)."""
+    created = jobs.fan_out_events(meta_events(world, count))
+    with unit_of_work() as session:
+        return delivery.claim(session, created, delivery.ClaimTerms(master_key, lease_seconds=lease_seconds))

@@ -13,13 +13,7 @@ from domain.webhooks.leases import Leases
 from domain.webhooks.models import WebhookDelivery
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink
-from tests.webhook_support import meta_events, register, wait_until
-
-
-def claimed(master_key: bytes, count: int, world: World, lease_seconds: float = 10.0) -> list[delivery.Claim]:
-    created = jobs.fan_out_events(meta_events(world, count))
-    with unit_of_work() as session:
-        return delivery.claim(session, created, delivery.ClaimTerms(master_key, lease_seconds=lease_seconds))
+from tests.webhook_support import claimed, register, wait_until
 
 
 def leased_until(delivery_id: int) -> dt.datetime | None:
@@ -30,7 +24,7 @@ def leased_until(delivery_id: int) -> dt.datetime | None:
 def test_renewal_extends_only_claims_still_held_by_their_attempt(settings: Settings, world: World, sink: Sink,
                                                                  master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    held, taken_over, let_go = claimed(master_key, 3, world)
+    held, taken_over, let_go = claimed(master_key, world, 3)
     with unit_of_work() as session:  # the lease of `taken_over` ran out and another worker claimed attempt 2
         session.execute(update(WebhookDelivery).where(WebhookDelivery.id == taken_over.delivery_id)
                         .values(attempts=2))
@@ -51,7 +45,7 @@ def test_renewal_extends_only_claims_still_held_by_their_attempt(settings: Setti
 def test_renewal_skips_a_row_being_recorded_instead_of_waiting_for_it(settings: Settings, world: World, sink: Sink,
                                                                       master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    claims = claimed(master_key, 2, world)
+    claims = claimed(master_key, world, 2)
     keeper = Leases(600.0, start=False)
     keeper.hold(claims)
     with unit_of_work() as recording:  # as the recorder holds a group's rows, in another transaction
@@ -65,7 +59,7 @@ def test_renewal_skips_a_row_being_recorded_instead_of_waiting_for_it(settings: 
 def test_a_later_attempt_supersedes_an_earlier_one_never_the_reverse(settings: Settings, world: World, sink: Sink,
                                                                      master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    [claim] = claimed(master_key, 1, world)
+    [claim] = claimed(master_key, world, 1)
     later = delivery.Claim(**{**claim.__dict__, "attempt_no": claim.attempt_no + 1})
     keeper = Leases(10.0, start=False)
     keeper.hold([later])
@@ -76,7 +70,7 @@ def test_a_later_attempt_supersedes_an_earlier_one_never_the_reverse(settings: S
 def test_let_go_ignores_another_attempt_of_the_same_delivery(settings: Settings, world: World, sink: Sink,
                                                              master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    [claim] = claimed(master_key, 1, world)
+    [claim] = claimed(master_key, world, 1)
     keeper = Leases(10.0, start=False)
     keeper.hold([claim])
     keeper.let_go([delivery.Claim(**{**claim.__dict__, "attempt_no": claim.attempt_no + 1})])
@@ -86,7 +80,7 @@ def test_let_go_ignores_another_attempt_of_the_same_delivery(settings: Settings,
 def test_a_held_claim_outlives_its_lease_and_a_recorded_one_is_let_go(settings: Settings, world: World, sink: Sink,
                                                                       master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    [claim] = claimed(master_key, 1, world, lease_seconds=1.0)
+    [claim] = claimed(master_key, world, 1, lease_seconds=1.0)
     first = leased_until(claim.delivery_id)
     assert first is not None
     keeper = Leases(1.0)  # its thread renews every third of a second
@@ -104,7 +98,7 @@ def test_a_held_claim_outlives_its_lease_and_a_recorded_one_is_let_go(settings: 
 def test_send_and_record_holds_claims_until_they_are_recorded(settings: Settings, world: World, sink: Sink,
                                                               master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200, delay=0.3)))  # inside the tests' 0.5 s read timeout
-    claims = claimed(master_key, 2, world)
+    claims = claimed(master_key, world, 2)
     report = jobs.send_and_record(claims, settings, wait=0.0)
     keeper = jobs.leases.leases(settings.webhook_lease_seconds)
     assert report.sending == 2
@@ -119,7 +113,7 @@ def test_send_and_record_holds_claims_until_they_are_recorded(settings: Settings
 def test_a_dead_workers_claim_is_rung_by_the_first_sweep_after_its_lease(settings: Settings, world: World,
                                                                           sink: Sink, master_key: bytes) -> None:
     register(sink.on("/hook", Reply(200)))
-    [claim] = claimed(master_key, 1, world, lease_seconds=1.0)  # and its worker dies: nobody renews it
+    [claim] = claimed(master_key, world, 1, lease_seconds=1.0)  # and its worker dies: nobody renews it
     lease_end = leased_until(claim.delivery_id)
     assert lease_end is not None
     with unit_of_work() as session:  # re-rings wait a minute, yet an expired claim is rung at once

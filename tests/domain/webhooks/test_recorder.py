@@ -16,15 +16,9 @@ from domain.webhooks import delivery, jobs, recorder
 from domain.webhooks.models import WebhookDelivery, WebhookEndpoint
 from tests.conftest import World
 from tests.webhook_sink import Reply, Sink
-from tests.webhook_support import meta_events, register
+from tests.webhook_support import claimed, register
 
 DATABASE_GONE = OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
-
-
-def claimed(master_key: bytes, world: World, count: int) -> list[delivery.Claim]:
-    created = jobs.fan_out_events(meta_events(world, count))
-    with unit_of_work() as session:
-        return delivery.claim(session, created, delivery.ClaimTerms(master_key, lease_seconds=10))
 
 
 def failing_first(times: int, error: Exception, calls: list[int]) -> Callable[..., Any]:
